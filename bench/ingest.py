@@ -1,0 +1,181 @@
+"""Ingest + aggregate throughput, peak memory, and incremental-vs-full wall time.
+
+Runs in one process and one Spark session, so every case is compared against a floor measured
+in the same run: a bare ``spark.read.json`` → Delta write of the same landing files (no
+validation, no dedupe, no accounting). Writes its table into ``bench/RESULTS.md``.
+
+    .venv/bin/python bench/ingest.py                     # ml-100k ×3 + 2M synthetic ×1
+    .venv/bin/python bench/ingest.py --synthetic-events 0 --repeats 1   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import machine, measured, median, stamp, write_section  # noqa: E402
+from uig_tasks.config import UigConfig  # noqa: E402
+from uig_tasks.timeutil import parse_time  # noqa: E402
+
+
+@dataclass
+class Row:
+    dataset: str
+    case: str
+    events: int
+    seconds: list[float]
+    peak_mb: list[float]
+
+    def cells(self, floor: float | None) -> list[str]:
+        s = median(self.seconds)
+        ratio = f"{s / floor:.2f}×" if floor else "1.00× (floor)"
+        return [
+            self.dataset, self.case, f"{self.events:,}", f"{s:.1f}", f"{self.events / s:,.0f}" if self.events else "–",
+            ratio, f"{max(self.peak_mb):,.0f}", str(len(self.seconds)),
+        ]
+
+
+def floor_run(spark, landing: Path, out: Path) -> None:
+    """The floor: read the same JSONL and write it to Delta, nothing else."""
+    spark.read.json(str(landing / "events" / "*" / "*.jsonl")).write.format("delta").mode("overwrite").save(str(out))
+
+
+def land_movielens(root: Path, until: date | None = None, day: date | None = None) -> int:
+    from uig_tasks.movielens import prepare
+
+    return prepare(root / "landing", until=until, day=day).events
+
+
+def land_synthetic(root: Path, n_events: int, days: int) -> int:
+    from uig_tasks.synthetic import generate
+
+    return int(generate(root / "landing", n_events=n_events, n_users=max(1000, n_events // 40), n_days=days)["events"])
+
+
+def bench_dataset(spark, name: str, land, n_repeats: int, work: Path, last_day: date, prepare_before_last) -> list[Row]:
+    from uig_tasks.pipeline import run_aggregate, run_ingest
+
+    floor = Row(name, "floor: spark.read.json → Delta write", 0, [], [])
+    full = Row(name, "uig ingest + aggregate (full)", 0, [], [])
+    inc = Row(name, "incremental: land 1 more day, ingest + aggregate", 0, [], [])
+    rebuild = Row(name, "rebuild from scratch incl. that day", 0, [], [])
+    for rep in range(n_repeats):
+        print(f"[{name}] repeat {rep + 1}/{n_repeats}", flush=True)
+        root = work / f"{name}-{rep}"
+        shutil.rmtree(root, ignore_errors=True)
+        n = land(root)
+        floor.events = full.events = rebuild.events = n
+        with measured() as m:
+            floor_run(spark, root / "landing", work / f"floor-{rep}")
+        floor.seconds.append(m.seconds), floor.peak_mb.append(m.peak_rss_mb)
+        print(f"  floor {m.seconds:.1f}s", flush=True)
+
+        config = UigConfig.from_env(data_root=root, user_salt="bench")
+        as_of = parse_time(last_day, end_of_day=True)
+        with measured() as m:
+            run_ingest(config, as_of)
+            run_aggregate(config, as_of, full=True)
+        full.seconds.append(m.seconds), full.peak_mb.append(m.peak_rss_mb)
+        print(f"  full {m.seconds:.1f}s", flush=True)
+
+        # incremental: everything before the last day is in, then the last day lands
+        inc_root = work / f"{name}-inc-{rep}"
+        shutil.rmtree(inc_root, ignore_errors=True)
+        prepare_before_last(inc_root)
+        inc_config = UigConfig.from_env(data_root=inc_root, user_salt="bench")
+        before = parse_time(last_day - timedelta(days=1), end_of_day=True)
+        run_ingest(inc_config, before)
+        run_aggregate(inc_config, before, full=True)
+        inc_events = land(inc_root)
+        with measured() as m:
+            result = run_ingest(inc_config, as_of)
+            run_aggregate(inc_config, as_of)
+        inc.events = int(result["n_raw"])
+        inc.seconds.append(m.seconds), inc.peak_mb.append(m.peak_rss_mb)
+        print(f"  incremental {m.seconds:.1f}s for {inc.events} new events ({inc_events} total)", flush=True)
+        rebuild.seconds.append(full.seconds[-1]), rebuild.peak_mb.append(full.peak_mb[-1])
+        shutil.rmtree(root, ignore_errors=True), shutil.rmtree(inc_root, ignore_errors=True)
+    return [floor, full, inc, rebuild]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each MovieLens case (median is reported)")
+    parser.add_argument("--synthetic-events", type=int, default=2_000_000, help="size of the SYNTHETIC set (0 skips it)")
+    parser.add_argument("--synthetic-days", type=int, default=30)
+    parser.add_argument("--synthetic-repeats", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
+    args = parser.parse_args(argv)
+
+    from spark_jobs.io import get_spark
+    from uig_tasks.movielens import timeline
+
+    work = Path(tempfile.mkdtemp(prefix="uig-bench-"))
+    spark = get_spark(UigConfig.from_env(data_root=work), "uig-bench")
+    ml_last = timeline()[-1]
+    rows = bench_dataset(
+        spark, "ml-100k", land_movielens, args.repeats, work, ml_last,
+        lambda root: land_movielens(root, until=ml_last - timedelta(days=1)),
+    )
+    if args.synthetic_events:
+        n, d = args.synthetic_events, args.synthetic_days
+        syn_last = date(2024, 1, 1) + timedelta(days=d - 1)
+        per_day = n // d
+
+        def before_last(root: Path) -> int:
+            from uig_tasks.synthetic import generate
+
+            generate(root / "landing", n_events=n, n_users=max(1000, n // 40), n_days=d)
+            last = root / "landing" / "events" / f"date={syn_last:%Y-%m-%d}"
+            shutil.move(str(last), str(root / "held-back-day"))
+            return n - per_day
+
+        def land_syn(root: Path) -> int:
+            held = root / "held-back-day"
+            if held.exists():  # the incremental case: put the last day back
+                shutil.move(str(held), str(root / "landing" / "events" / f"date={syn_last:%Y-%m-%d}"))
+                return n
+            return land_synthetic(root, n, d)
+
+        rows += bench_dataset(spark, f"synthetic-{n // 1000}k", land_syn, args.synthetic_repeats, work, syn_last, before_last)
+    spark.stop()
+    shutil.rmtree(work, ignore_errors=True)
+
+    header = ["data", "case", "events", "median s", "events/s", "vs floor", "peak RSS MB", "runs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    floors = {r.dataset: median(r.seconds) for r in rows if r.case.startswith("floor")}
+    for r in rows:
+        lines.append("| " + " | ".join(r.cells(None if r.case.startswith("floor") else floors[r.dataset])) + " |")
+    inc = {r.dataset: median(r.seconds) for r in rows if r.case.startswith("incremental")}
+    full = {r.dataset: median(r.seconds) for r in rows if r.case.startswith("rebuild")}
+    notes = [f"- {d}: one-day incremental run takes {inc[d]:.1f}s vs {full[d]:.1f}s for a rebuild ({full[d] / inc[d]:.1f}× faster)." for d in inc]
+    md = "\n".join(
+        [
+            "## Ingest + aggregate (`bench/ingest.py`)",
+            "",
+            f"Run {stamp()} on {machine()}; Spark `local[2]`, one session for every case. "
+            "Peak RSS is the whole process tree (Python driver + Spark JVM + Python workers), sampled every 0.1 s. "
+            "The synthetic set is SYNTHETIC (generated by `uig data synth`, real MovieLens catalog). "
+            "'vs floor' divides by the bare read → Delta write of the same files in the same run.",
+            "",
+            *lines,
+            "",
+            *notes,
+        ]
+    )
+    print(md)
+    if not args.no_write:
+        write_section("ingest", md)
+        print("written to bench/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""PyTorch models of UIG (text encoder, GCN, update policy); see DESIGN.md "Models"."""

@@ -1,0 +1,1 @@
+"""Spark jobs: pure DataFrame transforms (``transforms``) plus thin Delta I/O (``io``)."""

@@ -1,0 +1,95 @@
+"""Table names and column names, in one place, so transforms never spell them twice."""
+
+# --- tables ------------------------------------------------------------------------------
+BRONZE_EVENTS_RAW = "bronze.events_raw"
+SILVER_EVENTS = "silver.events"
+SILVER_QUARANTINE = "silver.quarantine"
+SILVER_DUPLICATES = "silver.duplicates"
+SILVER_ITEMS = "silver.items"
+SILVER_USERS = "silver.users"
+GOLD_ITEM_TOPICS = "gold.item_topics"
+GOLD_USER_ITEM_AFFINITY = "gold.user_item_affinity"
+GOLD_USER_TOPIC_AFFINITY = "gold.user_topic_affinity"
+OPS_BATCHES = "ops.batches"
+OPS_WATERMARKS = "ops.watermarks"
+
+ALL_TABLES = (
+    BRONZE_EVENTS_RAW,
+    SILVER_EVENTS,
+    SILVER_QUARANTINE,
+    SILVER_DUPLICATES,
+    SILVER_ITEMS,
+    SILVER_USERS,
+    GOLD_ITEM_TOPICS,
+    GOLD_USER_ITEM_AFFINITY,
+    GOLD_USER_TOPIC_AFFINITY,
+    OPS_BATCHES,
+    OPS_WATERMARKS,
+)
+
+# --- lineage (bronze / quarantine keys) ---------------------------------------------------
+BATCH_ID = "batch_id"
+BATCH_SEQ = "batch_seq"
+SOURCE_FILE = "source_file"
+LINE_NO = "line_no"
+RAW_BYTES = "raw_bytes"
+RAW_LINE = "raw_line"
+BYTE_LENGTH = "byte_length"
+UTF8_VALID = "utf8_valid"
+INGESTED_AT = "ingested_at"
+REASON = "reason"
+DETAIL = "detail"
+
+# --- events -------------------------------------------------------------------------------
+EVENT_ID = "event_id"
+USER_ID = "user_id"  # raw id: only ever seen in landing and bronze
+USER_KEY = "user_key"  # keyed hash of user_id
+EVENT_TYPE = "event_type"
+ITEM_ID = "item_id"
+QUERY = "query"
+RATING = "rating"
+TS = "ts"
+EVENT_DATE = "event_date"
+SOURCE = "source"
+IS_LATE = "is_late"
+DUPLICATE_OF_BATCH = "duplicate_of_batch"
+
+EVENT_TYPES = ("view", "click", "search", "rate", "like", "purchase")
+
+# --- items / users -----------------------------------------------------------------------
+TITLE = "title"
+GENRES = "genres"
+YEAR = "year"
+ENTITIES = "entities"  # array<struct<relation, entity_id>>
+RELATION = "relation"
+ENTITY_ID = "entity_id"
+CONTENT_HASH = "content_hash"
+AGE = "age"
+GENDER = "gender"
+OCCUPATION = "occupation"
+REGION = "region"
+UPDATED_AT = "updated_at"
+
+# --- gold ---------------------------------------------------------------------------------
+TOPIC_ID = "topic_id"
+TOPIC_TYPE = "topic_type"
+WEIGHT = "weight"
+N_EVENTS = "n_events"
+N_ITEMS = "n_items"
+RATING_MEAN = "rating_mean"
+FIRST_TS = "first_ts"
+LAST_TS = "last_ts"
+AS_OF = "as_of"
+
+# --- ops ----------------------------------------------------------------------------------
+PIPELINE = "pipeline"
+STATUS = "status"
+FILES = "files"
+LOGICAL_TIME = "logical_time"
+N_RAW = "n_raw"
+N_CLEAN = "n_clean"
+N_QUARANTINED = "n_quarantined"
+N_DUPLICATES = "n_duplicates"
+N_LATE = "n_late"
+LAST_BATCH_SEQ = "last_batch_seq"
+MAX_EVENT_TS = "max_event_ts"

@@ -1,0 +1,219 @@
+"""The only module that builds Spark sessions and touches Delta tables.
+
+Every write here is one Delta commit (overwrite of a slice, or one MERGE), so a task that is
+killed part-way leaves each table either before or after that commit, never in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from spark_jobs import columns as C
+from spark_jobs.schemas import TABLE_PARTITIONS, TABLE_SCHEMAS
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from uig_tasks.config import UigConfig
+
+log = logging.getLogger(__name__)
+
+
+class SparkSetupError(RuntimeError):
+    """Spark cannot start with Delta (usually: the install step has not resolved the jars)."""
+
+
+def delta_jars(jars_dir: Path) -> list[str]:
+    jars = sorted(str(p) for p in Path(jars_dir).glob("*.jar"))
+    if not any("delta-spark" in j for j in jars):
+        raise SparkSetupError(
+            f"no Delta Lake jars in {jars_dir}. Run `bash infra/bootstrap.sh` (it resolves them "
+            "from Maven Central once); jobs never download jars at run time."
+        )
+    return jars
+
+
+def get_spark(config: "UigConfig", app_name: str = "uig") -> "SparkSession":
+    """A SparkSession with Delta enabled, sized for the configured master (reused if running)."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers must run the same interpreter (and so see the same packages) as the driver.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # PySpark turns timestamps into naive datetimes in the *process* time zone; pin it to UTC so
+    # what we read back compares correctly with the aware UTC datetimes we pass in.
+    if os.environ.get("TZ") != "UTC":
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(config.spark_master)
+        .config("spark.jars", ",".join(delta_jars(config.spark_jars_dir)))
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(config.spark_shuffle_partitions))
+        .config("spark.default.parallelism", str(config.spark_shuffle_partitions))
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.driver.memory", config.spark_driver_memory)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.warehouse.dir", str((config.data_root / "spark-warehouse").resolve()))
+        .config("spark.driver.extraJavaOptions", "-Dderby.system.home=" + str(config.data_root.resolve()))
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+# --- table helpers ----------------------------------------------------------------------
+def table_exists(spark: "SparkSession", path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return Path(path).exists() and DeltaTable.isDeltaTable(spark, path)
+
+
+_KNOWN_TABLES: set[str] = set()  # paths already checked in this process (saves a JVM round trip)
+
+
+def ensure_table(spark: "SparkSession", config: "UigConfig", table: str) -> str:
+    """Create ``table`` empty with its contract schema if it does not exist; return its path."""
+    path = config.table_path(table)
+    if path in _KNOWN_TABLES and Path(path, "_delta_log").is_dir():
+        return path
+    if not table_exists(spark, path):
+        empty = spark.createDataFrame([], TABLE_SCHEMAS[table])
+        writer = empty.write.format("delta").mode("ignore")
+        if table in TABLE_PARTITIONS:
+            writer = writer.partitionBy(*TABLE_PARTITIONS[table])
+        writer.save(path)
+    _KNOWN_TABLES.add(path)
+    return path
+
+
+def read_table(spark: "SparkSession", config: "UigConfig", table: str) -> "DataFrame":
+    return spark.read.format("delta").load(ensure_table(spark, config, table))
+
+
+def table_version(spark: "SparkSession", config: "UigConfig", table: str) -> int:
+    from delta.tables import DeltaTable
+
+    dt = DeltaTable.forPath(spark, ensure_table(spark, config, table))
+    return int(dt.history(1).collect()[0]["version"])
+
+
+def overwrite(
+    spark: "SparkSession", config: "UigConfig", table: str, df: "DataFrame", replace_where: str | None = None
+) -> None:
+    """Replace the whole table, or only the rows matching ``replace_where``, in one commit."""
+    path = ensure_table(spark, config, table)
+    writer = df.select(*TABLE_SCHEMAS[table].fieldNames()).write.format("delta").mode("overwrite")
+    if replace_where:
+        writer = writer.option("replaceWhere", replace_where)
+    if table in TABLE_PARTITIONS:
+        writer = writer.partitionBy(*TABLE_PARTITIONS[table])
+    writer.save(path)
+
+
+def merge_upsert(
+    spark: "SparkSession",
+    config: "UigConfig",
+    table: str,
+    df: "DataFrame",
+    keys: Iterable[str],
+    *,
+    update_when: str | None = None,
+    insert_only: bool = False,
+) -> None:
+    """MERGE ``df`` into ``table`` on ``keys``: insert new keys, update matched ones.
+
+    ``update_when`` restricts updates (e.g. only when the content hash changed);
+    ``insert_only`` never touches existing rows (first writer wins, as for de-duplication).
+    """
+    from delta.tables import DeltaTable
+
+    path = ensure_table(spark, config, table)
+    cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    merge = DeltaTable.forPath(spark, path).alias("t").merge(
+        df.select(*TABLE_SCHEMAS[table].fieldNames()).alias("s"), cond
+    )
+    if not insert_only:
+        merge = merge.whenMatchedUpdateAll(condition=update_when)
+    merge.whenNotMatchedInsertAll().execute()
+
+
+def replace_groups(
+    spark: "SparkSession",
+    config: "UigConfig",
+    table: str,
+    new_rows: "DataFrame",
+    keys: list[str],
+    group_key: str,
+    groups: "DataFrame",
+) -> None:
+    """Make ``table``'s rows for each group in ``groups`` equal ``new_rows``, in ONE commit.
+
+    Used to recompute the affinity rows of dirty users: rows of a dirty user that are no longer
+    produced are deleted, others updated or inserted; rows of other users are never rewritten.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    path = ensure_table(spark, config, table)
+    target = spark.read.format("delta").load(path)
+    cols = TABLE_SCHEMAS[table].fieldNames()
+    stale = (
+        target.join(groups.select(group_key).distinct(), group_key, "left_semi")
+        .select(*keys)
+        .join(new_rows.select(*keys), keys, "left_anti")
+    )
+    tombstones = stale
+    for c in cols:
+        if c not in keys:
+            tombstones = tombstones.withColumn(c, F.lit(None).cast(TABLE_SCHEMAS[table][c].dataType))
+    source = new_rows.select(*cols).withColumn("_delete", F.lit(False)).unionByName(
+        tombstones.select(*cols).withColumn("_delete", F.lit(True))
+    )
+    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(source.alias("s"), cond)
+        .whenMatchedDelete(condition="s._delete")
+        .whenMatchedUpdate(condition="NOT s._delete", set={c: f"s.`{c}`" for c in cols})
+        .whenNotMatchedInsert(condition="NOT s._delete", values={c: f"s.`{c}`" for c in cols})
+        .execute()
+    )
+
+
+def table_summary(spark: "SparkSession", config: "UigConfig") -> list[dict[str, object]]:
+    """Row count, Delta version and last operation of every table that exists."""
+    from delta.tables import DeltaTable
+
+    rows = []
+    for table in C.ALL_TABLES:
+        path = config.table_path(table)
+        if not table_exists(spark, path):
+            rows.append({"table": table, "rows": None, "version": None, "last_operation": "(absent)"})
+            continue
+        last = DeltaTable.forPath(spark, path).history(1).collect()[0]
+        rows.append(
+            {
+                "table": table,
+                "rows": spark.read.format("delta").load(path).count(),
+                "version": int(last["version"]),
+                "last_operation": last["operation"],
+            }
+        )
+    return rows

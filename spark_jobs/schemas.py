@@ -1,0 +1,182 @@
+"""Spark schemas of every Delta table: the table contracts of DESIGN.md, in code."""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from spark_jobs import columns as C
+
+
+def _s(*fields: tuple[str, object]) -> StructType:
+    return StructType([StructField(name, dtype, True) for name, dtype in fields])  # type: ignore[arg-type]
+
+
+BRONZE_EVENTS_RAW = _s(
+    (C.BATCH_ID, StringType()),
+    (C.SOURCE_FILE, StringType()),
+    (C.LINE_NO, LongType()),
+    (C.RAW_BYTES, BinaryType()),
+    (C.RAW_LINE, StringType()),
+    (C.BYTE_LENGTH, IntegerType()),
+    (C.UTF8_VALID, BooleanType()),
+    (C.INGESTED_AT, TimestampType()),
+)
+
+# What the line validator emits for every bronze row: lineage, parsed fields, or a reason.
+PARSED_EVENTS = _s(
+    (C.BATCH_ID, StringType()),
+    (C.SOURCE_FILE, StringType()),
+    (C.LINE_NO, LongType()),
+    (C.EVENT_ID, StringType()),
+    (C.USER_KEY, StringType()),
+    (C.EVENT_TYPE, StringType()),
+    (C.ITEM_ID, StringType()),
+    (C.QUERY, StringType()),
+    (C.RATING, DoubleType()),
+    (C.TS, TimestampType()),
+    (C.SOURCE, StringType()),
+    (C.REASON, StringType()),
+    (C.DETAIL, StringType()),
+    (C.RAW_LINE, StringType()),  # kept only on rejected rows, for the quarantine
+    (C.RAW_BYTES, BinaryType()),
+)
+
+SILVER_EVENTS = _s(
+    (C.EVENT_ID, StringType()),
+    (C.USER_KEY, StringType()),
+    (C.EVENT_TYPE, StringType()),
+    (C.ITEM_ID, StringType()),
+    (C.QUERY, StringType()),
+    (C.RATING, DoubleType()),
+    (C.TS, TimestampType()),
+    (C.EVENT_DATE, DateType()),
+    (C.SOURCE, StringType()),
+    (C.IS_LATE, BooleanType()),
+    (C.BATCH_ID, StringType()),
+    (C.BATCH_SEQ, LongType()),
+    (C.SOURCE_FILE, StringType()),
+    (C.LINE_NO, LongType()),
+    (C.INGESTED_AT, TimestampType()),
+)
+
+SILVER_QUARANTINE = _s(
+    (C.BATCH_ID, StringType()),
+    (C.SOURCE_FILE, StringType()),
+    (C.LINE_NO, LongType()),
+    (C.RAW_LINE, StringType()),
+    (C.RAW_BYTES, BinaryType()),
+    (C.REASON, StringType()),
+    (C.DETAIL, StringType()),
+    (C.INGESTED_AT, TimestampType()),
+)
+
+SILVER_DUPLICATES = _s(
+    (C.BATCH_ID, StringType()),
+    (C.SOURCE_FILE, StringType()),
+    (C.LINE_NO, LongType()),
+    (C.EVENT_ID, StringType()),
+    (C.DUPLICATE_OF_BATCH, StringType()),
+    (C.INGESTED_AT, TimestampType()),
+)
+
+ENTITY = StructType([StructField(C.RELATION, StringType()), StructField(C.ENTITY_ID, StringType())])
+
+SILVER_ITEMS = _s(
+    (C.ITEM_ID, StringType()),
+    (C.TITLE, StringType()),
+    (C.GENRES, ArrayType(StringType())),
+    (C.YEAR, IntegerType()),
+    (C.ENTITIES, ArrayType(ENTITY)),
+    (C.CONTENT_HASH, StringType()),
+    (C.UPDATED_AT, TimestampType()),
+)
+
+SILVER_USERS = _s(
+    (C.USER_KEY, StringType()),
+    (C.AGE, IntegerType()),
+    (C.GENDER, StringType()),
+    (C.OCCUPATION, StringType()),
+    (C.REGION, StringType()),
+    (C.CONTENT_HASH, StringType()),
+    (C.UPDATED_AT, TimestampType()),
+)
+
+GOLD_ITEM_TOPICS = _s(
+    (C.ITEM_ID, StringType()),
+    (C.TOPIC_ID, StringType()),
+    (C.TOPIC_TYPE, StringType()),
+    (C.WEIGHT, DoubleType()),
+)
+
+GOLD_USER_ITEM_AFFINITY = _s(
+    (C.USER_KEY, StringType()),
+    (C.ITEM_ID, StringType()),
+    (C.WEIGHT, DoubleType()),
+    (C.N_EVENTS, LongType()),
+    *[(f"n_{t}", LongType()) for t in C.EVENT_TYPES if t != "search"],
+    (C.RATING_MEAN, DoubleType()),
+    (C.FIRST_TS, TimestampType()),
+    (C.LAST_TS, TimestampType()),
+    (C.AS_OF, TimestampType()),
+)
+
+GOLD_USER_TOPIC_AFFINITY = _s(
+    (C.USER_KEY, StringType()),
+    (C.TOPIC_ID, StringType()),
+    (C.TOPIC_TYPE, StringType()),
+    (C.WEIGHT, DoubleType()),
+    (C.N_ITEMS, LongType()),
+    (C.LAST_TS, TimestampType()),
+    (C.AS_OF, TimestampType()),
+)
+
+OPS_BATCHES = _s(
+    (C.BATCH_ID, StringType()),
+    (C.BATCH_SEQ, LongType()),
+    (C.LOGICAL_TIME, TimestampType()),
+    (C.FILES, ArrayType(StringType())),
+    (C.STATUS, StringType()),
+    (C.MAX_EVENT_TS + "_before", TimestampType()),
+    (C.N_RAW, LongType()),
+    (C.N_CLEAN, LongType()),
+    (C.N_QUARANTINED, LongType()),
+    (C.N_DUPLICATES, LongType()),
+    (C.N_LATE, LongType()),
+    (C.MAX_EVENT_TS, TimestampType()),
+)
+
+OPS_WATERMARKS = _s(
+    (C.PIPELINE, StringType()),
+    (C.LAST_BATCH_SEQ, LongType()),
+    (C.MAX_EVENT_TS, TimestampType()),
+    (C.AS_OF, TimestampType()),
+    (C.UPDATED_AT, TimestampType()),
+)
+
+TABLE_SCHEMAS: dict[str, StructType] = {
+    C.BRONZE_EVENTS_RAW: BRONZE_EVENTS_RAW,
+    C.SILVER_EVENTS: SILVER_EVENTS,
+    C.SILVER_QUARANTINE: SILVER_QUARANTINE,
+    C.SILVER_DUPLICATES: SILVER_DUPLICATES,
+    C.SILVER_ITEMS: SILVER_ITEMS,
+    C.SILVER_USERS: SILVER_USERS,
+    C.GOLD_ITEM_TOPICS: GOLD_ITEM_TOPICS,
+    C.GOLD_USER_ITEM_AFFINITY: GOLD_USER_ITEM_AFFINITY,
+    C.GOLD_USER_TOPIC_AFFINITY: GOLD_USER_TOPIC_AFFINITY,
+    C.OPS_BATCHES: OPS_BATCHES,
+    C.OPS_WATERMARKS: OPS_WATERMARKS,
+}
+
+TABLE_PARTITIONS: dict[str, list[str]] = {C.SILVER_EVENTS: [C.EVENT_DATE]}

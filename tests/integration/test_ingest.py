@@ -1,0 +1,153 @@
+"""Ingestion on real local Spark + Delta: accounting, quarantine, dedupe, idempotence, late data."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from spark_jobs import columns as C
+from spark_jobs import io
+from spark_jobs.ingest_job import ingest_catalog, ingest_events
+from tests.conftest import FIRST_DAY, SECOND_DAY, THIRD_DAY
+from tests.integration.helpers import rows, snapshot, versions
+from uig_tasks.movielens import prepare
+from uig_tasks.pipeline import run_ingest
+
+pytestmark = pytest.mark.integration
+
+BATCH_TIME = datetime(1997, 10, 16, tzinfo=timezone.utc)
+
+
+def ok(event_id: str, **extra) -> bytes:
+    event = {"event_id": event_id, "user_id": "h1", "event_type": "view", "item_id": "1", "ts": "1997-10-01T10:00:00Z"}
+    return json.dumps({**event, **extra}).encode()
+
+
+# (line, expected outcome): "clean", "duplicate" or a quarantine reason.
+HOSTILE = [
+    (ok("h-1"), "clean"),
+    (json.dumps({"event_id": "h-2", "user_id": 7, "event_type": "search", "query": "noir", "ts": 875_000_000}).encode(), "clean"),
+    (ok("h-3", event_type="rate", rating=4.5), "clean"),
+    (b'{"event_id": "h-4",', "invalid_json"),
+    (b"[1, 2, 3]", "not_a_json_object"),
+    (json.dumps({"event_id": "h-6", "event_type": "view", "item_id": "1", "ts": 875_000_000}).encode(), "missing_field"),
+    (ok("h-7", user_id={"id": 1}), "wrong_type"),
+    (ok("h-8", event_type="teleport"), "unknown_event_type"),
+    (ok("h-9", ts="yesterday"), "bad_timestamp"),
+    (ok("h-10", ts="1997-10-01T10:00:00"), "bad_timestamp"),
+    (ok("h-11", ts=500_000_000), "timestamp_before_1990"),
+    (ok("h-12", ts="2030-01-01T00:00:00Z"), "timestamp_in_future"),
+    (ok("h-13", event_type="rate", rating=7), "rating_out_of_range"),
+    (ok("h-14", event_type="rate"), "rate_without_rating"),
+    (json.dumps({"event_id": "h-15", "user_id": "h1", "event_type": "search", "ts": 875_000_000}).encode(), "search_without_query"),
+    (ok("h-16", item_id="999999"), "unknown_item_id"),
+    (ok("h-17", source="x" * 5000), "line_too_long"),
+    (b'{"event_id": "h-18", "user_id": "h\xff1", "event_type": "view", "item_id": "1", "ts": 875000000}', "invalid_utf8"),
+    (b"", "empty_line"),
+    (ok("h-1"), "duplicate"),
+    (ok("h-21", event_type="rate", rating="five"), "wrong_type"),
+]
+
+
+def land(config, name: str, lines: list[bytes]) -> Path:
+    path = config.landing_dir / "events" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_hostile_file_is_fully_accounted_for(spark, config):
+    prepare(config.landing_dir, day=FIRST_DAY)  # the real catalog + one real day
+    land(config, "hostile/mixed.jsonl", [line for line, _ in HOSTILE])
+    ingest_catalog(spark, config, BATCH_TIME)
+    [batch] = ingest_events(spark, config, BATCH_TIME)
+
+    real_events = 915  # MovieLens-100k ratings on 1997-09-20
+    assert batch.n_raw == real_events + len(HOSTILE)
+    assert batch.n_clean == real_events + 3
+    assert batch.n_duplicates == 1
+    assert batch.n_quarantined == len(HOSTILE) - 4
+    assert batch.n_raw == batch.n_clean + batch.n_quarantined + batch.n_duplicates
+
+    hostile = "events/hostile/mixed.jsonl"
+    quarantine = {
+        r[C.LINE_NO]: r
+        for r in io.read_table(spark, config, C.SILVER_QUARANTINE).where(F.col(C.SOURCE_FILE) == hostile).collect()
+    }
+    clean = {r[C.LINE_NO] for r in io.read_table(spark, config, C.SILVER_EVENTS).where(F.col(C.SOURCE_FILE) == hostile).collect()}
+    dups = {r[C.LINE_NO] for r in io.read_table(spark, config, C.SILVER_DUPLICATES).collect()}
+    for line_no, (line, expected) in enumerate(HOSTILE, start=1):
+        if expected == "clean":
+            assert line_no in clean, line_no
+        elif expected == "duplicate":
+            assert line_no in dups, line_no
+        else:
+            assert quarantine[line_no][C.REASON] == expected, (line_no, quarantine[line_no][C.DETAIL])
+            assert bytes(quarantine[line_no][C.RAW_BYTES]) == line  # the line exactly as received
+    assert len(clean) + len(dups) + len(quarantine) == len(HOSTILE)  # each line in exactly one place
+
+    audit = io.read_table(spark, config, C.OPS_BATCHES).collect()[0]
+    assert (audit[C.STATUS], audit[C.N_RAW], audit[C.N_QUARANTINED]) == ("committed", batch.n_raw, batch.n_quarantined)
+    # raw user ids never reach silver
+    assert io.read_table(spark, config, C.SILVER_EVENTS).where(F.col(C.USER_KEY).isin("h1", "7", "196")).count() == 0
+
+
+def test_rerun_changes_nothing_and_new_days_are_incremental(spark, config):
+    prepare(config.landing_dir, until=SECOND_DAY)
+    first = run_ingest(config, BATCH_TIME)
+    assert first["n_files"] == 2 and first["n_clean"] == 915 + 825
+    before, before_versions = snapshot(spark, config), versions(spark, config)
+
+    again = run_ingest(config, BATCH_TIME)
+    assert again["batches"] == []
+    assert snapshot(spark, config) == before
+    assert versions(spark, config) == before_versions  # not even an empty commit
+
+    prepare(config.landing_dir, day=THIRD_DAY)
+    third = run_ingest(config, BATCH_TIME)
+    [batch] = third["batches"]
+    assert batch["n_files"] == 1 and batch["n_clean"] == 666 and batch["batch_seq"] == 2
+    assert io.read_table(spark, config, C.BRONZE_EVENTS_RAW).count() == 915 + 825 + 666
+
+
+def test_duplicates_across_batches_point_to_the_first_batch(spark, config):
+    prepare(config.landing_dir, day=FIRST_DAY)
+    [b1] = ingest_events(spark, config, BATCH_TIME) if ingest_catalog(spark, config, BATCH_TIME) else []
+    replayed = (config.landing_dir / "events" / f"date={FIRST_DAY}").glob("*.jsonl").__next__().read_bytes().splitlines()[:10]
+    land(config, "resend/again.jsonl", replayed + [ok("fresh-1")])
+    [b2] = ingest_events(spark, config, BATCH_TIME)
+    assert (b2.n_raw, b2.n_clean, b2.n_duplicates, b2.n_quarantined) == (11, 1, 10, 0)
+    dup_of = {r[C.DUPLICATE_OF_BATCH] for r in io.read_table(spark, config, C.SILVER_DUPLICATES).collect()}
+    assert dup_of == {b1.batch_id}
+    assert io.read_table(spark, config, C.SILVER_EVENTS).count() == 915 + 1
+
+
+def test_late_events_are_ingested_and_flagged(spark, config):
+    prepare(config.landing_dir, day=SECOND_DAY)
+    run_ingest(config, BATCH_TIME)
+    prepare(config.landing_dir, day=FIRST_DAY)  # an older day arrives after a newer one
+    [late] = run_ingest(config, BATCH_TIME)["batches"]
+    assert late["n_clean"] == 915 and late["n_late"] == 915
+    events = io.read_table(spark, config, C.SILVER_EVENTS)
+    assert events.where(F.col(C.IS_LATE)).count() == 915
+    wm = io.read_table(spark, config, C.OPS_WATERMARKS).where(F.col(C.PIPELINE) == "ingest").collect()[0]
+    assert wm[C.MAX_EVENT_TS].date() == SECOND_DAY  # late data does not move the watermark back
+
+
+def test_changed_item_title_changes_only_its_hash(spark, config):
+    prepare(config.landing_dir, day=FIRST_DAY)
+    ingest_catalog(spark, config, BATCH_TIME)
+    before = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in io.read_table(spark, config, C.SILVER_ITEMS).collect()}
+    items_file = config.landing_dir / "catalog" / "items" / "items.jsonl"
+    lines = [json.loads(line) for line in items_file.read_text().splitlines()]
+    lines[0]["title"] = "Toy Story (Special Edition)"
+    items_file.write_text("".join(json.dumps(i) + "\n" for i in lines))
+    counts = ingest_catalog(spark, config, BATCH_TIME)
+    after = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in io.read_table(spark, config, C.SILVER_ITEMS).collect()}
+    assert counts["items_changed"] == 1
+    assert [k for k in before if before[k] != after[k]] == [lines[0]["item_id"]]
+    assert ingest_catalog(spark, config, BATCH_TIME)["items_changed"] == 0

@@ -1,0 +1,1 @@
+"""UIG task functions: plain, typed, Airflow-free entry points called by DAGs and the CLI."""

@@ -1,0 +1,124 @@
+"""One configuration object for every task, overridable by environment and by Airflow params.
+
+Precedence (lowest to highest): dataclass defaults < ``UIG_*`` environment variables <
+explicit overrides (CLI flags, Airflow params). The object is frozen so a task cannot change
+it half-way through a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid."""
+
+
+def _default_event_weights() -> dict[str, float]:
+    # Base strength of one event of each type before time decay; a rating r contributes r/5.
+    return {"view": 0.1, "click": 0.25, "search": 0.0, "rate": 1.0, "like": 0.6, "purchase": 1.0}
+
+
+@dataclass(frozen=True)
+class UigConfig:
+    """Everything a UIG task needs to know; build it with :meth:`from_env`."""
+
+    data_root: Path = Path("data")
+    spark_master: str = "local[2]"
+    spark_jars_dir: Path = PROJECT_ROOT / ".jars"
+    spark_shuffle_partitions: int = 4
+    spark_driver_memory: str = "2g"
+    user_salt: str | None = None  # None: read or create <data_root>/.secrets/user_salt
+    max_line_bytes: int = 4096
+    future_tolerance_seconds: int = 86_400
+    half_life_days: float = 30.0
+    kg_min_items: int = 5
+    event_weights: Mapping[str, float] = field(default_factory=_default_event_weights)
+
+    # --- derived locations -------------------------------------------------------------
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_root / "landing"
+
+    @property
+    def delta_dir(self) -> Path:
+        return self.data_root / "delta"
+
+    def table_path(self, table: str) -> str:
+        """Filesystem path of a Delta table named ``layer.name`` (e.g. ``silver.events``)."""
+        layer, _, name = table.partition(".")
+        if not layer or not name:
+            raise ConfigError(f"table name must look like 'layer.name', got {table!r}")
+        return str((self.delta_dir / layer / name).resolve())
+
+    # --- construction ------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "UigConfig":
+        """Defaults, then ``UIG_<FIELD>`` environment variables, then ``overrides`` (None ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"UIG_{f.name.upper()}")
+            if raw is not None and f.name != "event_weights":
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**{k: _coerce(cls, k, v) for k, v in values.items()}).validated()
+
+    def with_overrides(self, **overrides: Any) -> "UigConfig":
+        values = {k: _coerce(type(self), k, v) for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **values).validated()
+
+    def validated(self) -> "UigConfig":
+        if self.half_life_days <= 0:
+            raise ConfigError(f"half_life_days must be > 0, got {self.half_life_days}")
+        if self.max_line_bytes < 64:
+            raise ConfigError(f"max_line_bytes must be >= 64, got {self.max_line_bytes}")
+        if self.future_tolerance_seconds < 0:
+            raise ConfigError("future_tolerance_seconds must be >= 0")
+        return self
+
+    def resolved_user_salt(self) -> str:
+        """The secret salt for user pseudonymisation.
+
+        Taken from config/``UIG_USER_SALT`` when set; otherwise a random salt is created once per
+        data root in ``.secrets/user_salt`` (mode 0600), so the same deployment always maps a
+        raw user id to the same ``user_key`` and the salt never lives in code.
+        """
+        if self.user_salt:
+            return self.user_salt
+        path = self.data_root / ".secrets" / "user_salt"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        salt = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(salt)
+        return salt
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    if name not in types:
+        raise ConfigError(f"unknown config key {name!r}")
+    kind = str(types[name])
+    try:
+        if "Path" in kind:
+            return Path(value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config {name}={value!r} is not a valid {kind}") from exc
+    return value
