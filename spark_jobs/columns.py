@@ -10,6 +10,7 @@ SILVER_USERS = "silver.users"
 GOLD_ITEM_TOPICS = "gold.item_topics"
 GOLD_USER_ITEM_AFFINITY = "gold.user_item_affinity"
 GOLD_USER_TOPIC_AFFINITY = "gold.user_topic_affinity"
+GOLD_ITEM_EMBEDDINGS = "gold.item_embeddings"
 OPS_BATCHES = "ops.batches"
 OPS_WATERMARKS = "ops.watermarks"
 
@@ -25,6 +26,7 @@ ALL_TABLES = (
     GOLD_USER_TOPIC_AFFINITY,
     OPS_BATCHES,
     OPS_WATERMARKS,
+    GOLD_ITEM_EMBEDDINGS,
 )
 
 # --- lineage (bronze / quarantine keys) ---------------------------------------------------
@@ -80,6 +82,9 @@ RATING_MEAN = "rating_mean"
 FIRST_TS = "first_ts"
 LAST_TS = "last_ts"
 AS_OF = "as_of"
+ENCODER_VERSION = "encoder_version"
+EMBEDDING = "embedding"  # array<float>, unit norm
+ENCODED_AT = "encoded_at"
 
 # --- ops ----------------------------------------------------------------------------------
 PIPELINE = "pipeline"

@@ -8,6 +8,7 @@ from pyspark.sql.types import (
     BooleanType,
     DateType,
     DoubleType,
+    FloatType,
     IntegerType,
     LongType,
     StringType,
@@ -142,6 +143,14 @@ GOLD_USER_TOPIC_AFFINITY = _s(
     (C.AS_OF, TimestampType()),
 )
 
+GOLD_ITEM_EMBEDDINGS = _s(
+    (C.ITEM_ID, StringType()),
+    (C.ENCODER_VERSION, StringType()),
+    (C.CONTENT_HASH, StringType()),  # silver.items' hash of the content the vector was made from
+    (C.EMBEDDING, ArrayType(FloatType())),
+    (C.ENCODED_AT, TimestampType()),
+)
+
 OPS_BATCHES = _s(
     (C.BATCH_ID, StringType()),
     (C.BATCH_SEQ, LongType()),
@@ -177,6 +186,7 @@ TABLE_SCHEMAS: dict[str, StructType] = {
     C.GOLD_USER_TOPIC_AFFINITY: GOLD_USER_TOPIC_AFFINITY,
     C.OPS_BATCHES: OPS_BATCHES,
     C.OPS_WATERMARKS: OPS_WATERMARKS,
+    C.GOLD_ITEM_EMBEDDINGS: GOLD_ITEM_EMBEDDINGS,
 }
 
 TABLE_PARTITIONS: dict[str, list[str]] = {C.SILVER_EVENTS: [C.EVENT_DATE]}

@@ -107,6 +107,21 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    from uig_tasks.encode import run_encode
+
+    result = run_encode(_config(args), datetime.now(timezone.utc), batch_size=args.batch_size)
+    _emit(
+        args,
+        result,
+        lambda: print(
+            f"encoded {result['encoded']} of {result['total']} items ({result['skipped']} unchanged) "
+            f"with {result['encoder_version']} on {result['device']} in {result['seconds']}s"
+        ),
+    )
+    return 0
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from uig_tasks.pipeline import table_summary
 
@@ -184,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", required=True, help="evaluation time; a bare date means the end of that day (UTC)")
     p.add_argument("--full", action="store_true", help="rebuild every user instead of only dirty ones")
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("encode", help="silver.items -> gold.item_embeddings (only new or changed items)")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("tables", help="row count, Delta version and last operation of every table")
     p.set_defaults(func=cmd_tables)
