@@ -73,7 +73,7 @@ def bench_dataset(spark, name: str, land, n_repeats: int, work: Path, last_day: 
         n = land(root)
         floor.events = full.events = rebuild.events = n
         with measured() as m:
-            floor_run(spark, root / "landing", work / f"floor-{rep}")
+            floor_run(spark, root / "landing", work / f"floor-{name}-{rep}")  # one table per dataset: schemas differ
         floor.seconds.append(m.seconds), floor.peak_mb.append(m.peak_rss_mb)
         print(f"  floor {m.seconds:.1f}s", flush=True)
 
@@ -101,7 +101,8 @@ def bench_dataset(spark, name: str, land, n_repeats: int, work: Path, last_day: 
         inc.seconds.append(m.seconds), inc.peak_mb.append(m.peak_rss_mb)
         print(f"  incremental {m.seconds:.1f}s for {inc.events} new events ({inc_events} total)", flush=True)
         rebuild.seconds.append(full.seconds[-1]), rebuild.peak_mb.append(full.peak_mb[-1])
-        shutil.rmtree(root, ignore_errors=True), shutil.rmtree(inc_root, ignore_errors=True)
+        for done in (root, inc_root, work / f"floor-{name}-{rep}"):
+            shutil.rmtree(done, ignore_errors=True)
     return [floor, full, inc, rebuild]
 
 
