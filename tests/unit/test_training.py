@@ -1,0 +1,200 @@
+"""UIG GCN trainer and scorer on a tiny hand-made data set (two taste clusters, random text)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from models.evaluation import History, Interactions, LeakageError, Scorer, ValidationSet, check_no_leakage
+from models.training import (
+    GCNTrainConfig,
+    GCNTrainError,
+    UigGCNScorer,
+    decayed_popularity,
+    fit_uig_gcn,
+    item_topic_edges,
+)
+
+# 24 users, 16 items: users 0-9 like items 0-6, users 10-19 items 7-13 (each takes 5 of its
+# cluster, one a day); items 14 and 15 are never interacted with; users 20-23 never appear in
+# training. Validation: one more in-cluster item per user 0-19, after the train window.
+N_USERS, N_ITEMS, DAY = 24, 16, 86_400.0
+CONFIG = GCNTrainConfig(dim=8, num_layers=2, epochs=6, batch_size=32, lr=0.02, patience=2, personal_weight=1.0)
+
+
+def cluster_items(u: int) -> list[int]:
+    base, size = (0, 7) if u < 10 else (7, 7)
+    return [base + (u + k) % size for k in range(6)]
+
+
+def frame(valid: bool) -> pd.DataFrame:
+    rows = []
+    for u in range(20):
+        items = cluster_items(u)
+        if valid:
+            rows.append((u, items[5], 10 * DAY + u))
+        else:
+            rows += [(u, i, k * DAY + u) for k, i in enumerate(items[:5])]
+    return pd.DataFrame(rows, columns=["user", "item", "ts"])
+
+
+def split() -> tuple[Interactions, Interactions]:
+    users, items = range(N_USERS), range(N_ITEMS)
+    return (Interactions.from_frame(frame(False), users, items), Interactions.from_frame(frame(True), users, items))
+
+
+def text() -> np.ndarray:
+    return np.random.default_rng(7).normal(size=(N_ITEMS, 12)).astype(np.float32)
+
+
+def topics() -> pd.DataFrame:
+    rows = [(str(i), "genre:A" if i < 7 else "genre:B", "genre") for i in range(N_ITEMS)]
+    rows += [(str(i), "kg:m.dir", "kg:directed_by") for i in (0, 1, 15)]
+    rows += [("99", "genre:A", "genre")]  # an item outside the index is ignored
+    return pd.DataFrame(rows, columns=["item_id", "topic_id", "topic_type"])
+
+
+def fit(config: GCNTrainConfig = CONFIG, **kw: object) -> tuple[UigGCNScorer, object]:
+    train, valid = split()
+    validation = ValidationSet(train.history(), valid.history())
+    return fit_uig_gcn(train, text(), topics(), validation, config, as_of=10 * DAY, **kw)
+
+
+ALL = torch.arange(N_USERS)
+
+
+def test_fit_runs_reports_epochs_and_early_stops():
+    seen: list[tuple[int, dict[str, float]]] = []
+    scorer, report = fit(on_epoch=lambda e, v: seen.append((e, v)))
+    assert isinstance(scorer, Scorer)
+    assert 1 <= report.best_epoch <= report.epochs_run <= CONFIG.epochs
+    assert report.epochs_run == len(seen) == len(report.validation_scores)
+    assert [e for e, _ in seen] == list(range(1, report.epochs_run + 1))
+    assert {"loss", "seconds", "val_ndcg@10"} <= set(seen[0][1])
+    assert report.best_score == max(report.validation_scores)
+    scores = scorer.score(ALL, split()[0].history())
+    assert scores.shape == (N_USERS, N_ITEMS) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch():
+    train, valid = split()
+    validation = ValidationSet(train.history(), valid.history())
+    config = GCNTrainConfig(**{**CONFIG.to_params(), "epochs": 40, "patience": 1})
+    scorer, report = fit_uig_gcn(train, text(), topics(), validation, config, as_of=10 * DAY)
+    assert report.epochs_run < config.epochs  # stopped on a validation score that did not improve
+    assert report.validation_scores[-1] <= report.best_score
+    # the kept parameters are those of the best epoch: re-evaluating gives its score
+    assert validation.evaluate(scorer)["ndcg@10"] == pytest.approx(report.best_score, abs=1e-12)
+
+
+def test_without_validation_runs_every_epoch():
+    train, _ = split()
+    seen: list[int] = []
+    _, report = fit_uig_gcn(train, text(), topics(), None, CONFIG, on_epoch=lambda e, v: seen.append(e))
+    assert report.epochs_run == report.best_epoch == CONFIG.epochs and seen == list(range(1, CONFIG.epochs + 1))
+
+
+def test_same_seed_same_scores_other_seed_differs():
+    history = split()[0].history()
+    a = fit()[0].score(ALL, history)
+    b = fit()[0].score(ALL, history)
+    c = fit(GCNTrainConfig(**{**CONFIG.to_params(), "seed": 1}))[0].score(ALL, history)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_state_round_trip_scores_bit_identically():
+    train, _ = split()
+    scorer = fit()[0].with_inputs(train, 10 * DAY)
+    history = train.history()
+    buffer = io.BytesIO()
+    torch.save(scorer.to_state(), buffer)
+    buffer.seek(0)
+    loaded = UigGCNScorer.from_state(torch.load(buffer, weights_only=True))
+    assert loaded.item_ids == scorer.item_ids == tuple(range(N_ITEMS))
+    assert torch.equal(loaded.score(ALL, history), scorer.score(ALL, history))
+    assert torch.equal(UigGCNScorer.from_state(scorer.to_state()).score(ALL, history), scorer.score(ALL, history))
+    assert GCNTrainConfig(**scorer.to_state()["config"]) == scorer.config
+    with pytest.raises(GCNTrainError, match="to_state"):
+        UigGCNScorer.from_state({"format": 0})
+
+
+def test_unseen_user_is_folded_in_from_history():
+    scorer, _ = fit()
+    # users 20 and 21 never trained; 20 has cluster-A items as input, 21 nothing at all
+    history = History.from_lists([[]] * 20 + [[0, 1, 2], [], [], []], N_ITEMS)
+    scores = scorer.score(torch.tensor([20, 21]), history)
+    assert not torch.equal(scores[0], scores[1])
+    assert torch.equal(scores[1], scorer.item_scores())  # no history: the non-personalised ranking
+    # the folded-in user prefers their own cluster's remaining items over the other cluster's
+    assert scores[0, 3:7].mean() > scores[0, 7:14].mean()
+    # scores depend on the user's history only, not on the batch or on the user index
+    alone = scorer.score(torch.tensor([20]), history)
+    assert torch.allclose(alone[0], scores[0])
+
+
+def test_item_without_interactions_gets_a_text_and_topic_embedding():
+    scorer, _ = fit()
+    items = scorer.item_embeddings()
+    assert items.shape == (N_ITEMS, CONFIG.dim)
+    assert items[14].norm() > 0 and items[15].norm() > 0
+    # another text for the never-seen item 14 changes its embedding (and only through the text)
+    changed = text()
+    changed[14] = -changed[14]
+    state = scorer.to_state()
+    state["item_text"] = torch.from_numpy(changed)
+    other = UigGCNScorer.from_state(state).item_embeddings()
+    assert not torch.allclose(other[14], items[14])
+
+
+def test_with_inputs_recomputes_the_prior_without_retraining():
+    train, valid = split()
+    scorer, _ = fit()
+    later = scorer.with_inputs(train.concat(valid), 11 * DAY)
+    assert later.model is scorer.model and torch.equal(later.item_embeddings(), scorer.item_embeddings())
+    expected = np.log1p(decayed_popularity(train.concat(valid).item_ids, train.concat(valid).ts, N_ITEMS, 11 * DAY, 14.0))
+    assert np.allclose(later.prior.numpy(), expected, atol=1e-6)
+    assert not torch.equal(later.prior, scorer.prior)
+    with pytest.raises(LeakageError):
+        scorer.with_inputs(train.concat(valid), 10 * DAY)  # validation events are not before 10 days
+
+
+def test_decayed_popularity_by_hand():
+    pop = decayed_popularity(np.array([0, 0, 1, 2]), np.array([0.0, 2 * DAY, 3 * DAY, 4 * DAY]), 3, 4 * DAY, 2.0)
+    assert np.allclose(pop, [0.25 + 0.5, 2 ** -0.5, 0.0])  # the event at as_of is not before it
+    assert decayed_popularity(np.array([0, 0, 1]), np.zeros(3), 2, 1.0, float("inf")).tolist() == [2.0, 1.0]
+
+
+def test_topic_edges_map_genres_then_entities():
+    edges, n_genres, n_entities, ids = item_topic_edges(topics(), tuple(range(N_ITEMS)))
+    assert (n_genres, n_entities) == (2, 1) and ids == ("genre:A", "genre:B", "kg:m.dir")
+    assert edges.shape == (2, N_ITEMS + 3) and int(edges[1].max()) == 2
+    with pytest.raises(GCNTrainError, match="topic_type"):
+        item_topic_edges(topics().drop(columns="topic_type"), tuple(range(N_ITEMS)))
+
+
+def test_leakage_guards():
+    train, valid = split()
+    validation = ValidationSet(train.history(), valid.history())
+    # training on train + validation while validating on the validation window: its labels leak
+    with pytest.raises(LeakageError, match="validation input history"):
+        fit_uig_gcn(train.concat(valid), text(), topics(), validation, CONFIG)
+    # a training event at or after the declared start of the next window
+    with pytest.raises(LeakageError):
+        fit_uig_gcn(train, text(), topics(), validation, CONFIG, as_of=4 * DAY)
+    check_no_leakage(train, 10 * DAY)  # the data themselves are clean
+
+
+def test_bad_inputs_are_named():
+    train, _ = split()
+    with pytest.raises(GCNTrainError, match="item_text"):
+        fit_uig_gcn(train, text()[:5], topics(), None, CONFIG)
+    with pytest.raises(GCNTrainError, match="prior_weight"):
+        fit_uig_gcn(train, text(), topics(), None, GCNTrainConfig(prior_weight=-1.0))
+    scorer, _ = fit()
+    with pytest.raises(GCNTrainError, match="item index"):
+        scorer.score(ALL, History.empty(N_USERS, N_ITEMS + 1))
