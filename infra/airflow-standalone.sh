@@ -50,4 +50,9 @@ cat >&2 <<EOF
 [uig]                    $PASSWORDS   (user "admin")
 EOF
 
+# Model tasks (encode, train, evaluate) run in the `gpu` pool: one slot here, so two trainings
+# never share a machine; a deployment sizes it to its GPU workers.
+airflow db migrate >/dev/null
+airflow pools set gpu "${UIG_GPU_POOL_SLOTS:-1}" "UIG model tasks (torch; GPU when one exists)" >/dev/null
+
 exec airflow standalone

@@ -19,6 +19,7 @@ from uig_tasks.config import ConfigError, UigConfig
 from uig_tasks.timeutil import parse_time
 
 log = logging.getLogger("uig")
+_OWN_PACKAGES = {"uig_tasks", "models", "spark_jobs"}
 
 
 def _print_table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> None:
@@ -37,8 +38,8 @@ def _emit(args: argparse.Namespace, result: object, human: Callable[[], None] | 
         human()
 
 
-def _config(args: argparse.Namespace) -> UigConfig:
-    return UigConfig.from_env(data_root=args.data_root)
+def _config(args: argparse.Namespace, **overrides: object) -> UigConfig:
+    return UigConfig.from_env(data_root=args.data_root, **overrides)
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -122,6 +123,69 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from uig_tasks.train import run_train
+
+    overrides = {"epochs": args.epochs, "seed": args.seed, "dim": args.dim, "patience": args.patience}
+    result = run_train(_config(args, gate_margin=args.margin), datetime.now(timezone.utc), overrides, args.run_name)
+    trained, gate = result["train"], result["gate"]
+
+    def human() -> None:
+        snap = result["snapshot"]
+        print(f"data: {snap['interactions']} interactions, {snap['users']} users, {snap['items']} items; "
+              f"train/valid/test {snap['train']}/{snap['valid']}/{snap['test']} (test starts {snap['test_start']})")
+        print(f"trained uig-gcn version {trained['version']} (run {trained['run_id']}): {trained['epochs_run']} epochs, "
+              f"best {trained['best_epoch']}, {trained['seconds_per_epoch']}s/epoch, "
+              f"validation {trained['metric']} {trained['validation_score']:.4f}")
+        print(f"gate: {gate['reason']}")
+
+    _emit(args, result, human)
+    return 0
+
+
+def _evaluation_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
+    metrics = ["ndcg@10", "recall@10", "recall@20", "mrr@10", "hit@10", "precision@10", "ndcg@20", "coverage@10"]
+    rows = []
+    for group in ("all", "warm"):
+        for model, by_group in results.items():
+            values = by_group[group]
+            rows.append({"model": model, "users": f"{group} ({int(values['n_users'])})",
+                         **{m: f"{values[m]:.4f}" for m in metrics}})
+    _print_table(rows, ["model", "users", *metrics])
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from uig_tasks.train import latest_snapshot, evaluate_snapshot
+
+    config = _config(args)
+    snapshot = args.snapshot or latest_snapshot(config)
+    ref: str | int = int(args.model_version) if args.model_version.isdigit() else args.model_version
+    progress = (lambda message: None) if args.json else (lambda message: print(f"  {message}", file=sys.stderr, flush=True))
+    results = evaluate_snapshot(config, snapshot, args.models, ref=ref, seed=args.seed, progress=progress)
+    _emit(args, results, lambda: (print(f"test window of {snapshot}"), _evaluation_table(results)))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from uig_tasks import registry
+
+    config = _config(args)
+    if args.promote is not None:
+        previous = registry.set_champion(config, args.promote, reason=args.reason or "set by hand with `uig models --promote`")
+        print(f"@{registry.CHAMPION_ALIAS} -> version {args.promote} (was {previous})")
+    rows = registry.list_versions(config)
+
+    def human() -> None:
+        if not rows:
+            print("no model versions yet: run `uig train`")
+            return
+        shown = [{k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows]
+        _print_table(shown, list(rows[0]))
+
+    _emit(args, rows, human)
+    return 0
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from uig_tasks.pipeline import table_summary
 
@@ -139,12 +203,12 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Land all of MovieLens-100k, ingest it, aggregate it at the end of its timeline, summarise."""
+    """The main job end to end: land MovieLens-100k, ingest, aggregate, encode, train + gate, evaluate."""
     from uig_tasks.movielens import prepare, timeline
     from uig_tasks.pipeline import run_aggregate, run_ingest, table_summary
 
     config = _config(args)
-    steps = 4
+    steps = 4 if args.no_models else 7
     t0 = time.perf_counter()
     print(f"[1/{steps}] landing MovieLens-100k (from the installed recbole package) into {config.landing_dir}", flush=True)
     prepared = prepare(config.landing_dir)
@@ -160,12 +224,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"(half-life {config.half_life_days} days)", flush=True)
     agg = run_aggregate(config, logical)
     print(f"      {agg['mode']}: {agg['dirty_users']} users recomputed", flush=True)
-    print(f"[4/{steps}] tables under {config.delta_dir}", flush=True)
+    if not args.no_models:
+        _demo_models(config, logical, steps)
+    print(f"[{steps}/{steps}] tables under {config.delta_dir}", flush=True)
     rows = table_summary(config)
     _print_table(rows, ["table", "rows", "version", "last_operation"])
-    print(f"done in {time.perf_counter() - t0:.0f}s. Next: `uig tables`, `uig quarantine`, or land more with "
-          f"`uig data prepare --day YYYY-MM-DD`.")
+    print(f"done in {time.perf_counter() - t0:.0f}s. Next: `uig tables`, `uig models`, `uig evaluate`, "
+          f"`mlflow ui --backend-store-uri sqlite:///{config.data_root.resolve() / 'mlflow' / 'mlflow.db'}`, "
+          "or land more with `uig data prepare --day YYYY-MM-DD`.")
     return 0
+
+
+def _demo_models(config: UigConfig, logical: datetime, steps: int) -> None:
+    from uig_tasks.encode import run_encode
+    from uig_tasks.train import evaluate_snapshot, run_train
+
+    print(f"[4/{steps}] encoding the catalog with all-MiniLM-L6-v2 -> gold.item_embeddings", flush=True)
+    enc = run_encode(config, logical)
+    print(f"      {enc['encoded']} items encoded, {enc['skipped']} unchanged, on {enc['device']}", flush=True)
+    print(f"[5/{steps}] training the UIG GCN (early stopping on the validation window), MLflow + quality gate", flush=True)
+    result = run_train(config, datetime.now(timezone.utc))
+    trained, gate = result["train"], result["gate"]
+    print(f"      uig-gcn version {trained['version']}: {trained['epochs_run']} epochs, validation "
+          f"{trained['metric']} {trained['validation_score']:.4f}; gate: {gate['reason']}", flush=True)
+    print(f"[6/{steps}] test window: the champion beside most-popular (`uig evaluate` adds every baseline)", flush=True)
+    results = evaluate_snapshot(config, result["snapshot"]["path"], ["uig-gcn", "most-popular"],
+                                progress=lambda message: print(f"      {message}", flush=True))
+    _evaluation_table(results)
 
 
 # --- parser -----------------------------------------------------------------------------
@@ -204,11 +289,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
     p.set_defaults(func=cmd_encode)
 
+    p = sub.add_parser("train", help="fit the UIG GCN, log it to MLflow, register it, gate it into @champion")
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping on the validation window)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--dim", type=int, help="embedding size")
+    p.add_argument("--patience", type=int, help="epochs without validation gain before stopping")
+    p.add_argument("--margin", type=float, help="quality-gate margin over the champion (default: config gate_margin)")
+    p.add_argument("--run-name", help="MLflow run name")
+    p.set_defaults(func=cmd_train)
+
+    from uig_tasks.train import MODEL_CHOICES
+
+    p = sub.add_parser("evaluate", help="test-window metrics of the registered GCN and the baselines (one protocol)")
+    p.add_argument("--models", nargs="+", choices=MODEL_CHOICES, default=list(MODEL_CHOICES), help="models to score")
+    p.add_argument("--model-version", default="champion", help="uig-gcn alias or version number (default: champion)")
+    p.add_argument("--snapshot", type=Path, help="training snapshot folder (default: the newest under DATA_ROOT/snapshots)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the trained baselines")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="registered uig-gcn versions with gate decisions; --promote V moves @champion (rollback)")
+    p.add_argument("--promote", type=int, metavar="VERSION", help="point @champion at this version")
+    p.add_argument("--reason", help="why (stored as a version tag)")
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("tables", help="row count, Delta version and last operation of every table")
     p.set_defaults(func=cmd_tables)
     p = sub.add_parser("quarantine", help="quarantined lines by reason")
     p.set_defaults(func=cmd_quarantine)
-    p = sub.add_parser("demo", help="the main job end to end: prepare MovieLens-100k, ingest, aggregate, summarise")
+    p = sub.add_parser("demo", help="the main job end to end: MovieLens-100k -> ingest -> aggregate -> encode -> train -> evaluate")
+    p.add_argument("--no-models", action="store_true", help="stop after the Delta tables (no encode/train/evaluate)")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -223,9 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, LookupError, FileNotFoundError) as exc:
         print(f"uig: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the project's own named errors carry an actionable message
+        if type(exc).__module__.split(".")[0] in _OWN_PACKAGES:
+            print(f"uig: error: {exc}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ class UigConfig:
     half_life_days: float = 30.0
     kg_min_items: int = 5
     event_weights: Mapping[str, float] = field(default_factory=_default_event_weights)
+    # A new model version becomes @champion only if its validation score beats the champion's
+    # (re-scored on the same window) by at least this much.
+    gate_margin: float = 0.002
+    mlflow_experiment: str = "uig"
 
     # --- derived locations -------------------------------------------------------------
     @property
@@ -83,6 +87,8 @@ class UigConfig:
             raise ConfigError(f"half_life_days must be > 0, got {self.half_life_days}")
         if self.max_line_bytes < 64:
             raise ConfigError(f"max_line_bytes must be >= 64, got {self.max_line_bytes}")
+        if self.gate_margin < 0:
+            raise ConfigError(f"gate_margin must be >= 0, got {self.gate_margin}")
         if self.future_tolerance_seconds < 0:
             raise ConfigError("future_tolerance_seconds must be >= 0")
         return self

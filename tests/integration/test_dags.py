@@ -57,6 +57,11 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             [str(AIRFLOW_BIN), "db", "migrate"], env=dict(os.environ), capture_output=True, text=True, timeout=600
         )
         assert proc.returncode == 0, f"airflow db migrate failed:\n{proc.stdout}\n{proc.stderr}"
+        proc = subprocess.run(
+            [str(AIRFLOW_BIN), "pools", "set", "gpu", "1", "UIG model tasks"],
+            env=dict(os.environ), capture_output=True, text=True, timeout=600,
+        )
+        assert proc.returncode == 0, f"airflow pools set failed:\n{proc.stdout}\n{proc.stderr}"
         yield home
     # Importing airflow adds a root StreamHandler on the sys.stdout of that moment (pytest's
     # capture file); py4j logs to it from __del__ at exit, after it is closed ("Logging error").
@@ -80,7 +85,7 @@ def dagbag(airflow_home: Path) -> Any:
 def test_dagbag_has_no_import_errors_or_warnings(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
     assert dagbag.captured_warnings == {}
-    assert "uig_ingest" in dagbag.dag_ids
+    assert {"uig_ingest", "uig_train"} <= set(dagbag.dag_ids)
 
 
 def test_every_dag_is_tagged_documented_and_retried(dagbag: Any) -> None:
@@ -109,6 +114,28 @@ def test_uig_ingest_wiring(dagbag: Any) -> None:
         "gold.user_item_affinity",
         "gold.user_topic_affinity",
     }
+
+
+def test_uig_train_wiring(dagbag: Any) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags["uig_train"]
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    upstream = {task_id: task.upstream_task_ids for task_id, task in dag.task_dict.items()}
+    assert upstream == {
+        "encode": set(),
+        "build_graph": {"encode"},
+        "train": {"build_graph"},
+        "evaluate": {"build_graph", "train"},
+        "gate": {"build_graph", "train", "evaluate"},
+    }
+    assert {t.task_id for t in dag.tasks if t.pool == "gpu"} == {"encode", "train", "evaluate"}
+    params = copy.deepcopy(dag.params)
+    with pytest.raises(ParamValidationError):
+        params.get_param("evaluate_models").resolve(value=["uig-gcn", "random"])
+    with pytest.raises(ParamValidationError):
+        params.get_param("gate_margin").resolve(value=-0.1)
+    assert params.get_param("epochs").resolve(value=2) == 2
 
 
 def test_params_are_validated(dagbag: Any) -> None:
@@ -217,3 +244,28 @@ def test_uig_ingest_dag_test_writes_delta_tables(dagbag: Any, spark: Any, tmp_pa
         ("aggregate", "gold.user_item_affinity"),
         ("aggregate", "gold.user_topic_affinity"),
     }
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_uig_train_dag_test_registers_and_gates(dagbag: Any, trainable_config: UigConfig) -> None:
+    """``dag.test()`` of encode → build_graph → train → evaluate → gate on a reduced config."""
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    from uig_tasks import registry
+
+    conf = {"data_root": str(trainable_config.data_root), "epochs": 2, "dim": 16,
+            "evaluate_models": ["uig-gcn", "most-popular"]}
+    run = dagbag.dags["uig_train"].test(logical_date=datetime(2026, 1, 5, tzinfo=timezone.utc), run_conf=conf)
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == DagRunState.SUCCESS, f"run {run.run_id} ended {run.state}: {states}"
+    assert set(states.values()) == {TaskInstanceState.SUCCESS} and len(states) == 5
+
+    ti = run.get_task_instance("gate")
+    encoded, trained, evaluated, gated = (ti.xcom_pull(task_ids=t) for t in ("encode", "train", "evaluate", "gate"))
+    assert encoded["encoded"] == 0  # the fixture encoded the catalog already
+    assert trained["version"] == 1 and trained["epochs_run"] <= 2
+    assert set(evaluated) == {"uig-gcn v1", "most-popular"}
+    assert gated["promoted"] and gated["version"] == 1
+    assert registry.list_versions(trainable_config)[0]["aliases"] == "champion"

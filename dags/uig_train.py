@@ -1,0 +1,129 @@
+"""DAG ``uig_train``: encode → build graph → train → evaluate → gate, weekly or on demand.
+
+Wiring only: each task calls one function in ``uig_tasks.encode`` / ``uig_tasks.train`` and
+passes small values (a snapshot path, a model version, scores) through XCom. Model tasks run in
+the ``gpu`` pool (one slot locally), so a deployment can route them to GPU workers.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+GPU_POOL = "gpu"
+
+DOC_MD = """
+### UIG train
+
+1. **encode** — new or changed catalog items → `gold.item_embeddings` (all-MiniLM-L6-v2).
+2. **build_graph** — reads the Delta tables once into a *training snapshot* (interactions,
+   item text vectors, item topics, their Delta versions) and applies the global temporal split
+   80/10/10.
+3. **train** — fits the UIG GCN on the train window with early stopping on the validation
+   window; logs params, per-epoch metrics, input Delta versions and the git commit to MLflow and
+   registers a new `uig-gcn` version.
+4. **evaluate** — test-window metrics of the new version beside the baselines (reported only).
+5. **gate** — moves `@champion` to the new version only if it beats the current champion on the
+   validation window by `gate_margin`. The decision and both scores become version tags.
+
+**Params**: `data_root`, `epochs`, `seed`, `dim`, `gate_margin`, `evaluate_models`.
+Roll back with `uig models --promote VERSION` (or the MLflow UI's alias editor).
+"""
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "uig",
+    "retries": 1,
+    "retry_delay": timedelta(minutes=5),
+    "execution_timeout": timedelta(hours=4),
+}
+
+PARAMS: dict[str, Param] = {
+    "data_root": Param(None, type=["null", "string"], title="Data root",
+                       description="Folder holding landing/ and delta/; empty means UIG_DATA_ROOT or ./data."),
+    "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000, title="Max epochs",
+                    description="Upper bound on training epochs (early stopping decides); empty means the default."),
+    "seed": Param(0, type="integer", minimum=0, title="Seed"),
+    "dim": Param(None, type=["null", "integer"], minimum=2, maximum=1024, title="Embedding size"),
+    "gate_margin": Param(None, type=["null", "number"], minimum=0, title="Gate margin",
+                         description="How much better than the champion (validation NDCG@10) a version must be."),
+    "evaluate_models": Param(
+        ["uig-gcn", "most-popular", "item-knn", "bpr-mf", "lightgcn"],
+        type="array",
+        items={"type": "string", "enum": ["uig-gcn", "most-popular", "item-knn", "bpr-mf", "lightgcn"]},
+        minItems=1,
+        title="Models to evaluate",
+        description="The candidate ('uig-gcn') and the baselines to score on the test window.",
+    ),
+}
+
+
+def _config(context: dict[str, Any]):  # -> UigConfig
+    from uig_tasks.airflow_context import config_from_params
+
+    return config_from_params(context["params"])
+
+
+@dag(
+    dag_id="uig_train",
+    schedule="@weekly",
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=PARAMS,
+    tags=["uig", "train", "models"],
+    doc_md=DOC_MD,
+)
+def uig_train() -> None:
+    @task(pool=GPU_POOL)
+    def encode(**context: Any) -> dict[str, object]:
+        """Text vectors for new or changed items (uig_tasks.encode.run_encode)."""
+        from uig_tasks.airflow_context import run_logical_time
+        from uig_tasks.encode import run_encode
+
+        return run_encode(_config(context), run_logical_time(context))
+
+    @task
+    def build_graph(encoded: dict[str, object], **context: Any) -> dict[str, object]:
+        """Training snapshot from Delta (uig_tasks.train.build_snapshot)."""
+        from uig_tasks.airflow_context import run_logical_time
+        from uig_tasks.train import build_snapshot
+
+        config = _config(context)
+        run_id = context["run_id"].replace(":", "").replace("+", "")
+        return build_snapshot(config, run_logical_time(context), config.data_root / "snapshots" / f"train-{run_id}")
+
+    @task(pool=GPU_POOL)
+    def train(snapshot: dict[str, object], **context: Any) -> dict[str, object]:
+        """Fit, log and register a uig-gcn version (uig_tasks.train.train_candidate)."""
+        from uig_tasks.train import train_candidate
+
+        params = context["params"]
+        overrides = {"epochs": params.get("epochs"), "seed": params.get("seed"), "dim": params.get("dim")}
+        return train_candidate(_config(context), str(snapshot["path"]), overrides, run_name=context["run_id"])
+
+    @task(pool=GPU_POOL)
+    def evaluate(snapshot: dict[str, object], trained: dict[str, object], **context: Any) -> dict[str, object]:
+        """Test-window metrics of the new version and the baselines (uig_tasks.train.evaluate_snapshot)."""
+        from uig_tasks.train import evaluate_snapshot
+
+        models = list(context["params"]["evaluate_models"])
+        return evaluate_snapshot(_config(context), str(snapshot["path"]), models, ref=int(trained["version"]))
+
+    @task
+    def gate(snapshot: dict[str, object], trained: dict[str, object], **context: Any) -> dict[str, object]:
+        """Move @champion only if the new version beats it on validation (uig_tasks.train.gate_candidate)."""
+        from uig_tasks.train import gate_candidate
+
+        return gate_candidate(
+            _config(context), str(snapshot["path"]), int(trained["version"]),
+            str(trained["metric"]), float(trained["validation_score"]),
+        )
+
+    snapshot = build_graph(encode())
+    trained = train(snapshot)
+    evaluate(snapshot, trained) >> gate(snapshot, trained)
+
+
+uig_train()
