@@ -137,6 +137,20 @@ def test_unseen_user_is_folded_in_from_history():
     assert torch.allclose(alone[0], scores[0])
 
 
+def test_recommend_ranks_by_id_excludes_history_and_serves_empty_histories():
+    scorer, _ = fit()
+    ranked = scorer.recommend([[0, 1, 2], [], [0, 999]], k=5)  # 999: not in the model's item index
+    assert [len(r) for r in ranked] == [5, 5, 5]
+    assert not {item for item, _ in ranked[0]} & {0, 1, 2} and 0 not in {item for item, _ in ranked[2]}
+    for row in ranked:
+        assert [s for _, s in row] == sorted((s for _, s in row), reverse=True)
+    assert [item for item, _ in ranked[1]] == torch.sort(scorer.item_scores(), descending=True, stable=True)[1][:5].tolist()
+    assert scorer.recommend([[0]], k=100)[0][-1][0] != 0 and len(scorer.recommend([[0]], k=100)[0]) == N_ITEMS - 1
+    assert scorer.recommend([], k=3) == []
+    with pytest.raises(GCNTrainError, match="k must be"):
+        scorer.recommend([[0]], k=0)
+
+
 def test_item_without_interactions_gets_a_text_and_topic_embedding():
     scorer, _ = fit()
     items = scorer.item_embeddings()
