@@ -2,7 +2,9 @@
 
 Incremental by default: only users with new events since the ``aggregate`` watermark are
 recomputed (one atomic MERGE per table); rows of other users keep their older ``as_of`` and are
-brought to any later time with :func:`spark_jobs.transforms.aggregate.decay_to`.
+brought to any later time with :func:`spark_jobs.transforms.aggregate.decay_to`. When more than
+``max_dirty_fraction`` of all users are dirty, the tables are rewritten whole instead (mode
+``full``): the same rows, and cheaper than a MERGE that updates most of a large table.
 """
 
 from __future__ import annotations
@@ -60,6 +62,20 @@ def aggregate(spark: SparkSession, config: UigConfig, as_of: datetime, *, full: 
     topics = _refresh_item_topics(spark, config)
     params = dict(as_of=as_of, half_life_days=config.half_life_days, weights=config.event_weights)
 
+    dirty = None
+    if not full:
+        dirty = dirty_users(
+            events, after_batch_seq=int(wm[C.LAST_BATCH_SEQ]), previous_as_of=previous_as_of, as_of=as_of
+        ).persist()
+        n_dirty = dirty.count()
+        n_users = events.select(C.USER_KEY).distinct().count()
+        if n_dirty > config.max_dirty_fraction * n_users:
+            # MERGE-ing most rows costs more than rewriting them; the tables end up equal either way.
+            log.info("aggregate: %d of %d users dirty (> %.0f%%): rewriting instead of merging",
+                     n_dirty, n_users, 100 * config.max_dirty_fraction)
+            dirty.unpersist()
+            dirty, full = None, True
+
     if full:
         mode = "full"
         user_items = user_item_affinity(events, **params)
@@ -71,10 +87,7 @@ def aggregate(spark: SparkSession, config: UigConfig, as_of: datetime, *, full: 
         )
         n_dirty = events.select(C.USER_KEY).distinct().count()
     else:
-        dirty = dirty_users(
-            events, after_batch_seq=int(wm[C.LAST_BATCH_SEQ]), previous_as_of=previous_as_of, as_of=as_of
-        ).persist()
-        n_dirty = dirty.count()
+        assert dirty is not None
         mode = "incremental" if n_dirty else "noop"
         if n_dirty:
             user_items = user_item_affinity(events.join(dirty, C.USER_KEY, "left_semi"), **params)

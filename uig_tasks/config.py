@@ -39,6 +39,9 @@ class UigConfig:
     max_line_bytes: int = 4096
     future_tolerance_seconds: int = 86_400
     half_life_days: float = 30.0
+    # Above this share of dirty users, an incremental aggregate rewrites the gold tables instead
+    # of MERGE-ing into them: the result is the same, and rewriting is cheaper than updating most rows.
+    max_dirty_fraction: float = 0.5
     kg_min_items: int = 5
     event_weights: Mapping[str, float] = field(default_factory=_default_event_weights)
     # A new model version becomes @champion only if its validation score beats the champion's
@@ -87,6 +90,8 @@ class UigConfig:
             raise ConfigError(f"half_life_days must be > 0, got {self.half_life_days}")
         if self.max_line_bytes < 64:
             raise ConfigError(f"max_line_bytes must be >= 64, got {self.max_line_bytes}")
+        if not 0 <= self.max_dirty_fraction <= 1:
+            raise ConfigError(f"max_dirty_fraction must lie in [0, 1], got {self.max_dirty_fraction}")
         if self.gate_margin < 0:
             raise ConfigError(f"gate_margin must be >= 0, got {self.gate_margin}")
         if self.future_tolerance_seconds < 0:

@@ -75,3 +75,24 @@ def test_incremental_equals_full_rebuild(spark, config):
     assert run_aggregate(config, T3)["mode"] == "noop"
     assert {t: rows(spark, config, t) for t in before} == before
     assert {t: v for t, v in versions(spark, config).items() if t.startswith("gold.")} == gold_versions
+
+
+def test_mostly_dirty_incremental_run_rewrites_whole_tables(spark, config):
+    """Past ``max_dirty_fraction`` dirty users the run rewrites instead of merging; rows are those of a full run."""
+    prepare(config.landing_dir, until=SECOND_DAY)
+    run_ingest(config, T2)
+    run_aggregate(config, T2)
+    prepare(config.landing_dir, day=THIRD_DAY)
+    run_ingest(config, T3)
+
+    result = run_aggregate(config.with_overrides(max_dirty_fraction=0.0), T3)
+    events = io.read_table(spark, config, C.SILVER_EVENTS)
+    assert result["mode"] == "full"
+    assert result["dirty_users"] == events.select(C.USER_KEY).distinct().count()
+    stored = io.read_table(spark, config, C.GOLD_USER_ITEM_AFFINITY)
+    assert {r[C.AS_OF] for r in stored.select(C.AS_OF).distinct().collect()} == {T3.replace(tzinfo=None)}
+    full_items = user_item_affinity(events, as_of=T3, half_life_days=config.half_life_days, weights=config.event_weights)
+    widx = stored.columns.index(C.WEIGHT)
+    assert rounded([tuple(r) for r in stored.collect()], widx) == rounded(
+        [tuple(r) for r in full_items.select(*stored.columns).collect()], widx
+    )
