@@ -70,6 +70,12 @@ class RegistryError(RuntimeError):
     """The registry cannot do what was asked; the message says what to do instead."""
 
 
+class IncomparableChampion(Exception):
+    """Raised by a ``score_champion`` callback when the champion cannot be scored on the candidate's
+    window at all (e.g. it was trained over another item catalog). The gate then promotes the
+    candidate and says why: a model that cannot rank today's catalog is no bar to clear."""
+
+
 class ServingScorer(Protocol):
     """What the served model needs from the scorer that ``state["loader"]`` rebuilds.
 
@@ -517,6 +523,7 @@ def _gate(
     champion_version = int(champion.version) if champion is not None else None
     champion_score: float | None = None
     error: Exception | None = None
+    incomparable: IncomparableChampion | None = None
     if champion is None:
         promoted, reason = True, f"first {model_name} champion ({metric} {candidate_score:.4f})"
     else:
@@ -526,9 +533,15 @@ def _gate(
             champion_score = float(score_champion(state))
             if not math.isfinite(champion_score):
                 raise ValueError(f"score_champion returned {champion_score}")
+        except IncomparableChampion as exc:
+            incomparable, champion_score = exc, None
         except Exception as exc:  # noqa: BLE001 - recorded on the version, then re-raised below
             error, champion_score = exc, None
-        if error is not None:
+        if incomparable is not None:
+            promoted = True
+            reason = (f"champion version {champion_version} cannot be scored on the candidate's validation "
+                      f"window ({incomparable}); {metric} {candidate_score:.4f} promoted without comparison")
+        elif error is not None:
             promoted = False
             reason = f"could not re-score champion version {champion_version}: {error}"
         else:

@@ -248,6 +248,19 @@ def test_champion_that_cannot_be_rescored_blocks_promotion(cfg):
     assert tags["gate.decision"] == "error" and "item 999" in tags["gate.reason"]
 
 
+def test_champion_over_another_catalog_is_no_bar(cfg):
+    register(cfg, TinyScorer.random(31, 0.90), "catalog-test")
+
+    def other_catalog(state: dict[str, Any]) -> float:
+        raise registry.IncomparableChampion("it ranks 40 items, this window's catalog has 41")
+
+    decision = register(cfg, TinyScorer.random(32, 0.10), "catalog-test", score_champion=other_catalog)
+    assert decision.promoted and decision.champion_version == 1 and decision.champion_score is None
+    assert "cannot be scored" in decision.reason and "41" in decision.reason
+    assert registry.load_state(cfg, model_name="catalog-test")[1] == 2
+    assert version_tags(cfg, "catalog-test", 2)["gate.decision"] == "promoted"
+
+
 def test_tracking_uri_env_overrides_the_data_root(cfg, tmp_path, monkeypatch):
     other = UigConfig.from_env(env={}, data_root=tmp_path / "other-root")
     assert registry.tracking_uri(other) == f"sqlite:///{(tmp_path / 'other-root' / 'mlflow' / 'mlflow.db').resolve()}"
