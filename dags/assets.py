@@ -32,8 +32,11 @@ SILVER_ITEMS = table_asset(C.SILVER_ITEMS)
 SILVER_USERS = table_asset(C.SILVER_USERS)
 GOLD_USER_ITEM_AFFINITY = table_asset(C.GOLD_USER_ITEM_AFFINITY)
 GOLD_USER_TOPIC_AFFINITY = table_asset(C.GOLD_USER_TOPIC_AFFINITY)
+GOLD_INTEREST_EDGES = table_asset(C.GOLD_INTEREST_EDGES)
 
 #: What the ingest task updates (outlets); a refresh DAG can schedule on these.
 INGEST_OUTLETS: tuple[Asset, ...] = (SILVER_EVENTS, SILVER_QUARANTINE, SILVER_ITEMS, SILVER_USERS)
 #: What the aggregate task updates (outlets).
 AGGREGATE_OUTLETS: tuple[Asset, ...] = (GOLD_USER_ITEM_AFFINITY, GOLD_USER_TOPIC_AFFINITY)
+#: What the refresh task updates (outlets).
+REFRESH_OUTLETS: tuple[Asset, ...] = (GOLD_INTEREST_EDGES,)

@@ -13,6 +13,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 
 from assets import AGGREGATE_OUTLETS, INGEST_OUTLETS
+from params import data_root_param
 
 DOC_MD = """
 ### UIG ingest
@@ -39,12 +40,7 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 PARAMS: dict[str, Param] = {
-    "data_root": Param(
-        None,
-        type=["null", "string"],
-        title="Data root",
-        description="Folder holding landing/ and delta/; empty means UIG_DATA_ROOT or ./data.",
-    ),
+    "data_root": data_root_param(),
     "half_life_days": Param(
         None,
         type=["null", "number"],

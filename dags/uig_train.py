@@ -12,6 +12,8 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 
+from params import data_root_param
+
 GPU_POOL = "gpu"
 
 DOC_MD = """
@@ -40,8 +42,7 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 PARAMS: dict[str, Param] = {
-    "data_root": Param(None, type=["null", "string"], title="Data root",
-                       description="Folder holding landing/ and delta/; empty means UIG_DATA_ROOT or ./data."),
+    "data_root": data_root_param(),
     "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000, title="Max epochs",
                     description="Upper bound on training epochs (early stopping decides); empty means the default."),
     "seed": Param(0, type="integer", minimum=0, title="Seed"),

@@ -201,6 +201,8 @@ class UigGCNScorer:
         self.as_of = float(as_of)
         self._graph: PropagationGraph | None = None
         self._items: Tensor | None = None
+        #: Interest communities of the training window (models.communities.Community.to_dict rows).
+        self.communities: list[dict[str, Any]] = []
 
     @property
     def n_items(self) -> int:
@@ -258,6 +260,7 @@ class UigGCNScorer:
                              self.item_topic, self.topic_ids,
                              _prior(inputs, float(as_of_seconds), self.config.prior_half_life_days), as_of_seconds)
         other._graph, other._items = self._graph, self._items  # same parameters, same embeddings
+        other.communities = self.communities
         return other
 
     def recommend(self, histories: Sequence[Sequence[Hashable]], k: int = 10) -> list[list[tuple[Hashable, float]]]:
@@ -302,6 +305,7 @@ class UigGCNScorer:
             "item_topic": self.item_topic.clone(),
             "prior": self.prior.clone(),
             "as_of": self.as_of,
+            "communities": [dict(c) for c in self.communities],
         }
 
     @classmethod
@@ -316,8 +320,10 @@ class UigGCNScorer:
                             config.dim, config.num_layers)
         model.load_state_dict(state["state_dict"])
         model.eval()
-        return cls(config, tuple(state["item_ids"]), model, text, state["user_item"], int(state["n_users"]),
-                   state["item_topic"], tuple(state["topic_ids"]), state["prior"], float(state["as_of"]))
+        scorer = cls(config, tuple(state["item_ids"]), model, text, state["user_item"], int(state["n_users"]),
+                     state["item_topic"], tuple(state["topic_ids"]), state["prior"], float(state["as_of"]))
+        scorer.communities = [dict(c) for c in state.get("communities", [])]
+        return scorer
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ GOLD_ITEM_TOPICS = "gold.item_topics"
 GOLD_USER_ITEM_AFFINITY = "gold.user_item_affinity"
 GOLD_USER_TOPIC_AFFINITY = "gold.user_topic_affinity"
 GOLD_ITEM_EMBEDDINGS = "gold.item_embeddings"
+GOLD_INTEREST_EDGES = "gold.interest_edges"
+GOLD_INTEREST_COMMUNITIES = "gold.interest_communities"
+GOLD_INTEREST_HISTORY = "gold.interest_history"
 OPS_BATCHES = "ops.batches"
 OPS_WATERMARKS = "ops.watermarks"
 
@@ -27,6 +30,9 @@ ALL_TABLES = (
     OPS_BATCHES,
     OPS_WATERMARKS,
     GOLD_ITEM_EMBEDDINGS,
+    GOLD_INTEREST_EDGES,
+    GOLD_INTEREST_COMMUNITIES,
+    GOLD_INTEREST_HISTORY,
 )
 
 # --- lineage (bronze / quarantine keys) ---------------------------------------------------
@@ -85,6 +91,21 @@ AS_OF = "as_of"
 ENCODER_VERSION = "encoder_version"
 EMBEDDING = "embedding"  # array<float>, unit norm
 ENCODED_AT = "encoded_at"
+INTEREST_TYPE = "interest_type"  # genre | entity | item
+INTEREST_ID = "interest_id"
+INTEREST_NAME = "interest_name"
+RANK = "rank"
+EXPLANATION = "explanation"
+EDGE_STATUS = "status"  # active | dropped (fell out at the last refresh of its user)
+PREVIOUS_WEIGHT = "previous_weight"
+MODEL_VERSION = "model_version"
+POLICY_VERSION = "policy_version"
+REFRESHED_AT = "refreshed_at"
+COMMUNITY_ID = "community_id"
+NAME = "name"
+TOP_GENRES = "top_genres"
+MEMBERS = "members"
+SIZE = "size"
 
 # --- ops ----------------------------------------------------------------------------------
 PIPELINE = "pipeline"

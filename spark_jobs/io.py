@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -193,6 +194,58 @@ def replace_groups(
         .whenMatchedDelete(condition="s._delete")
         .whenMatchedUpdate(condition="NOT s._delete", set={c: f"s.`{c}`" for c in cols})
         .whenNotMatchedInsert(condition="NOT s._delete", values={c: f"s.`{c}`" for c in cols})
+        .execute()
+    )
+
+
+def merge_interest_edges(
+    spark: "SparkSession", config: "UigConfig", new_edges: "DataFrame", users: "DataFrame", as_of: "datetime",
+    model_version: str,
+) -> None:
+    """Make ``gold.interest_edges`` of ``users`` equal ``new_edges`` (all stamped ``as_of`` and
+    ``model_version``), in ONE commit.
+
+    A new edge is inserted (``previous_weight`` null); a kept one is updated, its old weight moved
+    to ``previous_weight``; an *active* edge that fell out becomes ``dropped`` (weight 0, the old
+    weight kept), so the next reader sees what disappeared; an edge already ``dropped`` that is
+    still out is deleted. Rows of other users are never touched, and rows already written for this
+    ``as_of`` by this model version are left alone, so a retried refresh changes nothing.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    table = C.GOLD_INTEREST_EDGES
+    path = ensure_table(spark, config, table)
+    cols = TABLE_SCHEMAS[table].fieldNames()
+    keys = [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID]
+    current = spark.read.format("delta").load(path).join(users.select(C.USER_KEY).distinct(), C.USER_KEY, "left_semi")
+    gone = current.select(*keys, C.EDGE_STATUS).join(new_edges.select(*keys), keys, "left_anti")
+    out = gone.select(*keys, F.when(F.col(C.EDGE_STATUS) == "active", "drop").otherwise("delete").alias("_action"))
+    for c in cols:
+        if c not in keys:
+            out = out.withColumn(c, F.lit(None).cast(TABLE_SCHEMAS[table][c].dataType))
+    source = new_edges.select(*cols).withColumn("_action", F.lit("upsert")).unionByName(out.select(*cols, "_action"))
+    utc = as_of.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")  # the session runs in UTC
+    stamp = F.lit(utc).cast("timestamp")
+    version = model_version.replace("'", "")
+    not_yet = (f"(t.{C.AS_OF} IS NULL OR t.{C.AS_OF} <> CAST('{utc}' AS TIMESTAMP) "
+               f"OR t.{C.MODEL_VERSION} IS NULL OR t.{C.MODEL_VERSION} <> '{version}')")
+    (
+        DeltaTable.forPath(spark, path).alias("t")
+        .merge(source.alias("s"), " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
+        .whenMatchedDelete(condition=f"s._action = 'delete' AND {not_yet}")
+        .whenMatchedUpdate(
+            condition=f"s._action = 'drop' AND {not_yet}",
+            set={C.EDGE_STATUS: F.lit("dropped"), C.PREVIOUS_WEIGHT: F.col(f"t.{C.WEIGHT}"), C.WEIGHT: F.lit(0.0),
+                 C.RANK: F.lit(None).cast("int"), C.AS_OF: stamp, C.MODEL_VERSION: F.lit(version),
+                 C.REFRESHED_AT: F.current_timestamp()},
+        )
+        .whenMatchedUpdate(
+            condition=f"s._action = 'upsert' AND {not_yet}",
+            set={**{c: F.col(f"s.`{c}`") for c in cols if c != C.PREVIOUS_WEIGHT},
+                 C.PREVIOUS_WEIGHT: F.when(F.col(f"t.{C.EDGE_STATUS}") == "active", F.col(f"t.{C.WEIGHT}"))},
+        )
+        .whenNotMatchedInsert(condition="s._action = 'upsert'", values={c: F.col(f"s.`{c}`") for c in cols})
         .execute()
     )
 

@@ -151,6 +151,42 @@ GOLD_ITEM_EMBEDDINGS = _s(
     (C.ENCODED_AT, TimestampType()),
 )
 
+GOLD_INTEREST_EDGES = _s(
+    (C.USER_KEY, StringType()),
+    (C.INTEREST_TYPE, StringType()),
+    (C.INTEREST_ID, StringType()),
+    (C.INTEREST_NAME, StringType()),
+    (C.WEIGHT, DoubleType()),
+    (C.RANK, IntegerType()),
+    (C.EXPLANATION, StringType()),
+    (C.EDGE_STATUS, StringType()),
+    (C.PREVIOUS_WEIGHT, DoubleType()),  # weight before the last refresh of this user; null for a new edge
+    (C.MODEL_VERSION, StringType()),
+    (C.POLICY_VERSION, StringType()),
+    (C.AS_OF, TimestampType()),
+    (C.REFRESHED_AT, TimestampType()),
+)
+
+GOLD_INTEREST_COMMUNITIES = _s(
+    (C.COMMUNITY_ID, StringType()),
+    (C.NAME, StringType()),
+    (C.TOP_GENRES, ArrayType(StringType())),
+    (C.MEMBERS, ArrayType(StringType())),  # item ids, most taken first
+    (C.SIZE, IntegerType()),
+    (C.MODEL_VERSION, StringType()),
+)
+
+# One row per (edge, refresh of its user): the weights over time behind `uig user --png`'s drift plot.
+GOLD_INTEREST_HISTORY = _s(
+    (C.USER_KEY, StringType()),
+    (C.INTEREST_TYPE, StringType()),
+    (C.INTEREST_ID, StringType()),
+    (C.INTEREST_NAME, StringType()),
+    (C.WEIGHT, DoubleType()),
+    (C.MODEL_VERSION, StringType()),
+    (C.AS_OF, TimestampType()),
+)
+
 OPS_BATCHES = _s(
     (C.BATCH_ID, StringType()),
     (C.BATCH_SEQ, LongType()),
@@ -187,6 +223,9 @@ TABLE_SCHEMAS: dict[str, StructType] = {
     C.OPS_BATCHES: OPS_BATCHES,
     C.OPS_WATERMARKS: OPS_WATERMARKS,
     C.GOLD_ITEM_EMBEDDINGS: GOLD_ITEM_EMBEDDINGS,
+    C.GOLD_INTEREST_EDGES: GOLD_INTEREST_EDGES,
+    C.GOLD_INTEREST_COMMUNITIES: GOLD_INTEREST_COMMUNITIES,
+    C.GOLD_INTEREST_HISTORY: GOLD_INTEREST_HISTORY,
 }
 
 TABLE_PARTITIONS: dict[str, list[str]] = {C.SILVER_EVENTS: [C.EVENT_DATE]}

@@ -108,6 +108,70 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from uig_tasks.refresh import run_refresh
+
+    as_of = parse_time(args.as_of, end_of_day=True) if args.as_of else None
+    result = run_refresh(_config(args), as_of, full=args.full)
+    _emit(args, result, lambda: print(
+        f"refresh ({result['mode']}) at {result['as_of']}: {result['dirty_users']} users, "
+        f"{result['edges_written']} edges written with uig-gcn v{result['model_version']} in {result['seconds']:.0f}s"
+    ))
+    return 0
+
+
+def _unknown_user(exc: LookupError) -> int:
+    print(f"uig: {exc}", file=sys.stderr)
+    return 1
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from uig_tasks.inspect import UnknownUserError, draw_user, interest_history, user_report
+
+    config = _config(args)
+    try:
+        report = user_report(config, args.user_id)
+    except UnknownUserError as exc:
+        return _unknown_user(exc)
+    if args.png:
+        report["png"] = draw_user(report, interest_history(config, report["user_key"]), str(args.png))
+
+    def human() -> None:
+        print(f"user {report['user']} (key {report['user_key']}); last activity {report['last_activity']}")
+        if not report["interests"]:
+            print("no interest edges yet: run `uig refresh --as-of …`")
+            return
+        print(f"refreshed as of {report['refreshed_as_of']}; model uig-gcn v{', v'.join(report['model_versions'])}; "
+              f"policy {', '.join(report['policy_versions'])}")
+        for kind, edges in report["interests"].items():
+            print(f"\n{kind}")
+            for edge in edges:
+                rank = "-" if edge["rank"] is None else str(edge["rank"])
+                print(f"  {rank:>3} {edge['change']:<7} {edge['explanation']}")
+        if args.png:
+            print(f"\nwrote {report['png']}")
+
+    _emit(args, report, human)
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from uig_tasks.inspect import UnknownUserError, recommend
+
+    try:
+        result = recommend(_config(args), args.user_id, args.k)
+    except UnknownUserError as exc:
+        return _unknown_user(exc)
+
+    def human() -> None:
+        print(f"user {result['user']}: {result['history_items']} items in history; uig-gcn v{result['model_version']}")
+        for rank, item in enumerate(result["items"], start=1):
+            print(f"  {rank:>3}. {item['title']}  ← {item['reason']}")
+
+    _emit(args, result, human)
+    return 0
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from uig_tasks.encode import run_encode
 
@@ -155,12 +219,19 @@ def _evaluation_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from uig_tasks.train import latest_snapshot, evaluate_snapshot
+    from uig_tasks.train import evaluate_rolling, evaluate_snapshot, latest_snapshot
 
     config = _config(args)
     snapshot = args.snapshot or latest_snapshot(config)
     ref: str | int = int(args.model_version) if args.model_version.isdigit() else args.model_version
     progress = (lambda message: None) if args.json else (lambda message: print(f"  {message}", file=sys.stderr, flush=True))
+    if args.rolling:
+        rolling = evaluate_rolling(config, snapshot, ref=ref, progress=progress)
+        rows = [{"model": m, **{k: f"{v:.4f}" if k in ("ndcg@10", "recall@20") else int(v) for k, v in r.items()}}
+                for m, r in rolling.items()]
+        _emit(args, rolling, lambda: (print(f"test window of {snapshot}, one step a day"),
+                                      _print_table(rows, ["model", "ndcg@10", "recall@20", "user_days", "days"])))
+        return 0
     results = evaluate_snapshot(config, snapshot, args.models, ref=ref, seed=args.seed, progress=progress)
     _emit(args, results, lambda: (print(f"test window of {snapshot}"), _evaluation_table(results)))
     return 0
@@ -285,6 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="rebuild every user instead of only dirty ones")
     p.set_defaults(func=cmd_aggregate)
 
+    p = sub.add_parser("refresh", help="recompute the interest edges of users with new behaviour -> gold.interest_edges")
+    p.add_argument("--as-of", help="refresh time, at or after the last aggregate (default: that aggregate's time); "
+                                   "a bare date means its end, UTC")
+    p.add_argument("--full", action="store_true", help="refresh every user instead of only dirty ones")
+    p.set_defaults(func=cmd_refresh)
+
+    p = sub.add_parser("user", help="one user's interests by type, with weight, change since the last refresh and why")
+    p.add_argument("user_id", help="raw user id (as in the logs) or its user_key")
+    p.add_argument("--png", type=Path, help="also draw the ego interest graph and the interest drift over refreshes here")
+    p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("recommend", help="top items for one user from the @champion GCN, each with its reason")
+    p.add_argument("user_id", help="raw user id (as in the logs) or its user_key")
+    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    p.set_defaults(func=cmd_recommend)
+
     p = sub.add_parser("encode", help="silver.items -> gold.item_embeddings (only new or changed items)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
     p.set_defaults(func=cmd_encode)
@@ -305,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-version", default="champion", help="uig-gcn alias or version number (default: champion)")
     p.add_argument("--snapshot", type=Path, help="training snapshot folder (default: the newest under DATA_ROOT/snapshots)")
     p.add_argument("--seed", type=int, default=0, help="seed of the trained baselines")
+    p.add_argument("--rolling", action="store_true",
+                   help="day-by-day evaluation of the refresh loop over the test window (GCN with/without refresh, daily popularity)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("models", help="registered uig-gcn versions with gate decisions; --promote V moves @champion (rollback)")

@@ -173,3 +173,32 @@ def prepare(
 def timeline(ml_dir: Path | None = None) -> list[date]:
     """Every UTC day that has at least one rating."""
     return sorted(rating_events(ml_dir or movielens_dir()))
+
+
+def next_day(landing_dir: Path, ml_dir: Path | None = None) -> date | None:
+    """The first MovieLens day after the newest one already landed (the first day if none is); None at the end."""
+    landed = [p.name.removeprefix("date=") for p in (landing_dir / "events").glob("date=*") if p.is_dir()]
+    newest = max((date.fromisoformat(d) for d in landed), default=None)
+    for d in timeline(ml_dir):
+        if newest is None or d > newest:
+            return d
+    return None
+
+
+def land_next_day(landing_dir: Path, ml_dir: Path | None = None) -> dict[str, object]:
+    """Replay: land the next MovieLens day; ``{"day": ISO date or None, "events": n}`` (None: timeline done)."""
+    day = next_day(landing_dir, ml_dir)
+    if day is None:
+        log.info("replay: every MovieLens day is landed already")
+        return {"day": None, "events": 0}
+    result = prepare(landing_dir, day=day, ml_dir=ml_dir)
+    return {"day": day.isoformat(), "events": result.events}
+
+
+def end_of_replayed_day(landed: dict[str, object]) -> datetime:
+    """The "as of" time of a replay step: the end (UTC) of the day :func:`land_next_day` landed,
+    or of the last MovieLens day once the replay is complete."""
+    from uig_tasks.timeutil import parse_time
+
+    day = landed.get("day") or timeline()[-1].isoformat()
+    return parse_time(str(day), end_of_day=True)

@@ -128,7 +128,8 @@ def build_snapshot(config: UigConfig, built_at: datetime, folder: Path | None = 
             f"silver.events has {len(events)} item interactions under {config.delta_dir}; "
             "land and ingest data first (`uig data prepare && uig ingest`)"
         )
-    catalog = sorted(r[C.ITEM_ID] for r in read_table(spark, config, C.SILVER_ITEMS).select(C.ITEM_ID).collect())
+    titles = {r[C.ITEM_ID]: r[C.TITLE] for r in read_table(spark, config, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()}
+    catalog = sorted(titles)
     encoder_version = item_encoder_version()
     vector_ids, vectors = load_item_embeddings(spark, config, encoder_version)
     row_of = {item: i for i, item in enumerate(vector_ids)}
@@ -157,6 +158,7 @@ def build_snapshot(config: UigConfig, built_at: datetime, folder: Path | None = 
         input_versions=versions,
         encoder_version=encoder_version,
         built_at=built_at.isoformat(),
+        meta={"titles": titles},
     )
     split, data = snapshot.split()
     folder = folder or config.data_root / "snapshots" / f"train-{built_at:%Y%m%dT%H%M%S}"
@@ -202,6 +204,18 @@ def train_graph(snapshot: TrainingSnapshot, train: pd.DataFrame, cut_seconds: fl
     edges["last_ts"] = pd.to_datetime(edges["last_ts"], unit="s", utc=True)
     cut = datetime.fromtimestamp(cut_seconds, timezone.utc)
     return build_graph(edges, snapshot.item_topics, list(snapshot.item_ids), cut, item_features=snapshot.item_text)
+
+
+def train_communities(snapshot: TrainingSnapshot, train: pd.DataFrame) -> list:  # -> list[Community]
+    """Interest communities of the train window (:mod:`models.communities`), named by genres and titles."""
+    from models.communities import find_communities
+
+    genres = snapshot.item_topics[snapshot.item_topics["topic_type"] == "genre"]
+    item_genres = {item: [t.split(":", 1)[-1] for t in group["topic_id"]] for item, group in genres.groupby("item_id")}
+    found = find_communities(train, item_genres, snapshot.meta.get("titles", {}))
+    log.info("%d interest communities over %d items: %s", len(found), sum(len(c.members) for c in found),
+             "; ".join(c.name for c in found[:5]))
+    return found
 
 
 def graph_summary(graph: Any) -> dict[str, Any]:
@@ -280,6 +294,8 @@ def train_candidate(
         data.train, snapshot.item_text, snapshot.item_topics, ValidationSet.from_split(data), train_config, on_epoch,
         as_of=data.valid_start,
     )
+    communities = train_communities(snapshot, split.train)
+    scorer.communities = [c.to_dict() for c in communities]
     metric = train_config.metric
     score = _validation_score(scorer, data, metric)
     log.info("trained in %.0fs: %d epochs (best %d), validation %s %.4f",
@@ -290,7 +306,9 @@ def train_candidate(
                 "split": "global-temporal-80/10/10", "valid_start": _iso(data.valid_start),
                 "test_start": _iso(data.test_start), "n_train": len(data.train)},
         metrics={f"valid_{metric}": score, "epochs_run": float(report.epochs_run),
-                 "best_epoch": float(report.best_epoch), "seconds_per_epoch": report.seconds_per_epoch},
+                 "best_epoch": float(report.best_epoch), "seconds_per_epoch": report.seconds_per_epoch,
+                 "communities": float(len(communities)),
+                 "community_items": float(sum(len(c.members) for c in communities))},
         epoch_metrics=epoch_rows,
         input_versions=snapshot.input_versions,
         tags={"snapshot": str(Path(snapshot_path).resolve())},
@@ -313,6 +331,7 @@ def gate_candidate(
     """Promote ``version`` to ``@champion`` if it beats the champion on this snapshot's validation window.
 
     The champion is re-scored here on the same window: scores from different data are not comparable.
+    A champion trained over another item catalog cannot rank this one: the candidate is promoted.
     """
     from uig_tasks import registry
 
@@ -322,8 +341,9 @@ def gate_candidate(
     def score_champion(state: dict[str, Any]) -> float:
         champion = registry.scorer_from_state(state)
         if tuple(champion.item_ids) != tuple(data.train.items):
-            log.warning("the champion was trained over a different item index; it cannot be scored on this window")
-            return float("-inf")
+            raise registry.IncomparableChampion(
+                f"it ranks {len(champion.item_ids)} items, this window's catalog has {len(data.train.items)}"
+            )
         return _validation_score(champion, data, metric)
 
     decision = registry.gate(
@@ -385,6 +405,22 @@ def evaluate_snapshot(
         progress(f"{label}: NDCG@10 {results[label]['all']['ndcg@10']:.4f} (all), "
                  f"{results[label]['warm']['ndcg@10']:.4f} (warm) in {time.perf_counter() - t0:.0f}s")
     return results
+
+
+def evaluate_rolling(
+    config: UigConfig, snapshot_path: str | Path, ref: str | int = "champion",
+    progress: Callable[[str], None] = lambda message: log.info("%s", message),
+) -> dict[str, dict[str, float]]:
+    """Day-by-day evaluation of the refresh loop over the test window (:mod:`models.rolling`)."""
+    from models.rolling import rolling_evaluation
+    from uig_tasks import registry
+
+    _, data = TrainingSnapshot.load(snapshot_path).split()
+    scorer, version = registry.load_scorer(config, ref)
+    if tuple(scorer.item_ids) != tuple(data.train.items):
+        raise ValueError(f"uig-gcn version {version} was trained over another item index; retrain it")
+    results = rolling_evaluation(data, scorer, progress)
+    return {name.replace("gcn", f"uig-gcn v{version}"): values for name, values in results.items()}
 
 
 def latest_snapshot(config: UigConfig) -> Path:

@@ -85,7 +85,7 @@ def dagbag(airflow_home: Path) -> Any:
 def test_dagbag_has_no_import_errors_or_warnings(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
     assert dagbag.captured_warnings == {}
-    assert {"uig_ingest", "uig_train"} <= set(dagbag.dag_ids)
+    assert {"uig_ingest", "uig_train", "uig_refresh", "uig_replay"} <= set(dagbag.dag_ids)
 
 
 def test_every_dag_is_tagged_documented_and_retried(dagbag: Any) -> None:
@@ -136,6 +136,18 @@ def test_uig_train_wiring(dagbag: Any) -> None:
     with pytest.raises(ParamValidationError):
         params.get_param("gate_margin").resolve(value=-0.1)
     assert params.get_param("epochs").resolve(value=2) == 2
+
+
+def test_uig_refresh_is_scheduled_by_the_aggregate_asset_and_replay_chains_the_day(dagbag: Any) -> None:
+    from assets import GOLD_USER_ITEM_AFFINITY, REFRESH_OUTLETS
+
+    refresh = dagbag.dags["uig_refresh"]
+    assert [asset.name for asset in refresh.timetable.asset_condition.objects] == [GOLD_USER_ITEM_AFFINITY.name]
+    assert [a.name for a in refresh.task_dict["refresh"].outlets] == [a.name for a in REFRESH_OUTLETS]
+    replay = dagbag.dags["uig_replay"]
+    upstream = {task_id: task.upstream_task_ids for task_id, task in replay.task_dict.items()}
+    assert upstream == {"land_next_day": set(), "ingest": {"land_next_day"},
+                        "aggregate": {"land_next_day", "ingest"}, "refresh": {"aggregate"}}
 
 
 def test_params_are_validated(dagbag: Any) -> None:
@@ -269,3 +281,26 @@ def test_uig_train_dag_test_registers_and_gates(dagbag: Any, trainable_config: U
     assert set(evaluated) == {"uig-gcn v1", "most-popular"}
     assert gated["promoted"] and gated["version"] == 1
     assert registry.list_versions(trainable_config)[0]["aliases"] == "champion"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_uig_replay_dag_test_lands_a_day_and_refreshes_its_users(dagbag: Any, trainable_config: UigConfig) -> None:
+    """``dag.test()`` of land_next_day → ingest → aggregate → refresh after a first full refresh."""
+    from airflow.utils.state import DagRunState
+
+    from tests.conftest import TRAIN_UNTIL
+    from uig_tasks.refresh import run_refresh
+    from uig_tasks.train import run_train
+
+    run_train(trainable_config, datetime(2026, 1, 1, tzinfo=timezone.utc), {"epochs": 1, "dim": 8})
+    assert run_refresh(trainable_config)["mode"] == "full"
+    run = dagbag.dags["uig_replay"].test(run_conf={"data_root": str(trainable_config.data_root)})
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == DagRunState.SUCCESS, f"run {run.run_id} ended {run.state}: {states}"
+    ti = run.get_task_instance("refresh")
+    landed, refreshed = ti.xcom_pull(task_ids="land_next_day"), ti.xcom_pull(task_ids="refresh")
+    assert landed["day"] > TRAIN_UNTIL.isoformat() and landed["events"] > 0
+    assert refreshed["mode"] == "incremental" and refreshed["dirty_users"] > 0
+    assert refreshed["as_of"].startswith(landed["day"])

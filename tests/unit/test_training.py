@@ -110,12 +110,14 @@ def test_same_seed_same_scores_other_seed_differs():
 def test_state_round_trip_scores_bit_identically():
     train, _ = split()
     scorer = fit()[0].with_inputs(train, 10 * DAY)
+    scorer.communities = [{"community_id": "c01", "name": "A", "members": ["1", "2"], "top_genres": ["A"]}]
     history = train.history()
     buffer = io.BytesIO()
     torch.save(scorer.to_state(), buffer)
     buffer.seek(0)
     loaded = UigGCNScorer.from_state(torch.load(buffer, weights_only=True))
     assert loaded.item_ids == scorer.item_ids == tuple(range(N_ITEMS))
+    assert loaded.communities == scorer.communities
     assert torch.equal(loaded.score(ALL, history), scorer.score(ALL, history))
     assert torch.equal(UigGCNScorer.from_state(scorer.to_state()).score(ALL, history), scorer.score(ALL, history))
     assert GCNTrainConfig(**scorer.to_state()["config"]) == scorer.config

@@ -1,0 +1,179 @@
+"""A user's interests — the edges of the user interest graph — each with the path that explains it.
+
+For user ``u`` with history ``H`` (items with time-decayed affinity ``a(u, i)``, from
+``gold.user_item_affinity``) and the ``K`` items the champion GCN recommends by fold-in, ``R``
+(best first, the user's own items excluded), the *attention* of ``u`` on item ``i`` is
+
+    p(u, i) = (1 - β) · a(u, i) / Σ_H a  +  β · d(rank_R(i)) / Σ_R d,      d(r) = 1 / log2(r + 1)
+
+— where the user's recent behaviour went, and where the model expects it to go next. An interest
+``t`` (a genre, a KG entity) weighs the attention on its items, ``w(u, t) = Σ_{i ∈ items(t)} p(u, i)``,
+so every edge is explained by the items on its paths ``user → item → interest``, with their
+contributions. Recommended items are interests of their own (type ``item``), weighted by their
+``β``-share, and explained by the history items closest to them in the GCN's embedding space.
+
+Shares do not change when all of a user's affinities decay by the same factor, and the GCN's
+scores depend on the history and the model only; so a user's edges change only when the user
+acts or the model changes — what lets the refresh touch dirty users alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+__all__ = ["InterestSettings", "UserHistory", "interest_edges", "topic_name"]
+
+INTEREST_TYPES = ("genre", "entity", "community", "item")
+
+
+@dataclass(frozen=True)
+class InterestSettings:
+    """How many edges of each type a user keeps, and the smallest weight worth an edge."""
+
+    beta: float = 0.5  # share of attention given to the model's recommendations
+    candidates: int = 20  # K: recommended items that carry attention
+    top_genres: int = 5
+    top_entities: int = 10
+    top_communities: int = 5
+    top_items: int = 10
+    min_weight: float = 0.01
+
+    def check(self) -> None:
+        if not 0 <= self.beta <= 1:
+            raise ValueError(f"beta must lie in [0, 1], got {self.beta}")
+        if min(self.candidates, self.top_genres, self.top_entities, self.top_communities, self.top_items) < 1:
+            raise ValueError("candidates and every top_* must be >= 1")
+        if self.top_items > self.candidates:
+            raise ValueError(f"top_items ({self.top_items}) cannot exceed candidates ({self.candidates})")
+        if not 0 <= self.min_weight < 1:
+            raise ValueError(f"min_weight must lie in [0, 1), got {self.min_weight}")
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """One user's items with their decayed affinities; ``verb`` names what they did ("rated")."""
+
+    user_key: str
+    items: tuple[str, ...]
+    affinity: tuple[float, ...]
+    verb: str = "interacted with"
+
+
+def topic_name(topic_id: str, topic_type: str) -> str:
+    """``genre:Film-Noir`` → ``Film-Noir``; ``kg:m.0abc`` typed ``kg:directed_by`` → ``directed_by m.0abc``."""
+    value = topic_id.split(":", 1)[-1]
+    if topic_type in ("genre", "community"):
+        return value
+    return f"{topic_type.split(':', 1)[-1]} {value}"
+
+
+def interest_type_of(topic_type: str) -> str:
+    """The interest type of an item–topic edge type: genre, community, or entity (every ``kg:*`` relation)."""
+    return topic_type if topic_type in ("genre", "community") else "entity"
+
+
+def _discounts(n: int) -> list[float]:
+    return [1.0 / math.log2(r + 2) for r in range(n)]
+
+
+def _titles(items: Sequence[str], titles: Mapping[str, str], limit: int = 2) -> str:
+    return ", ".join(titles.get(i, i) for i in items[:limit])
+
+
+def interest_edges(
+    scorer,  # models.training.UigGCNScorer (or anything with recommend / item_ids / item_embeddings)
+    users: Sequence[UserHistory],
+    item_topics: pd.DataFrame,
+    titles: Mapping[str, str],
+    settings: InterestSettings = InterestSettings(),
+    topic_names: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Interest edges of ``users``: user_key, interest_type, interest_id, interest_name, weight, rank, explanation.
+
+    ``item_topics`` has item_id, topic_id, topic_type (``genre``, ``community`` or ``kg:<relation>``);
+    ``topic_names`` overrides the display name of a topic id (communities have names); history
+    items unknown to the model still count for topics (they are in the user's behaviour) but
+    cannot be folded in. Edges below ``settings.min_weight`` are left out; ranks start at 1 per
+    (user, type), ties broken by id so the result is deterministic.
+    """
+    settings.check()
+    columns = ["user_key", "interest_type", "interest_id", "interest_name", "weight", "rank", "explanation"]
+    if not users:
+        return pd.DataFrame(columns=columns)
+    for user in users:
+        if len(user.items) != len(user.affinity) or not user.items:
+            raise ValueError(f"user {user.user_key}: items and affinity must be non-empty and of equal length")
+        if any(not (a >= 0) or math.isinf(a) for a in user.affinity):
+            raise ValueError(f"user {user.user_key}: affinities must be finite and >= 0")
+
+    recommended = scorer.recommend([list(u.items) for u in users], settings.candidates)
+    index = {item: k for k, item in enumerate(scorer.item_ids)}
+    embeddings = scorer.item_embeddings()
+    topics_of: dict[str, list[tuple[str, str]]] = {}
+    for item, topic, kind in item_topics[["item_id", "topic_id", "topic_type"]].itertuples(index=False):
+        topics_of.setdefault(str(item), []).append((str(topic), str(kind)))
+
+    rows: list[tuple] = []
+    for user, recs in zip(users, recommended):
+        total = sum(user.affinity)
+        history_share = {
+            item: (1 - settings.beta) * (a / total if total > 0 else 1 / len(user.items))
+            for item, a in zip(user.items, user.affinity)
+        }
+        d = _discounts(len(recs))
+        d_total = sum(d) or 1.0
+        rec_share = {item: settings.beta * d[r] / d_total for r, (item, _) in enumerate(recs)}
+
+        # topics: attention on their items, history and recommendations
+        by_topic: dict[tuple[str, str], tuple[float, list[tuple[float, str]], list[tuple[float, str]]]] = {}
+        for source, shares in ((0, history_share), (1, rec_share)):
+            for item, share in shares.items():
+                for topic, kind in topics_of.get(item, ()):
+                    weight, hist, rec = by_topic.get((topic, kind), (0.0, [], []))
+                    (hist if source == 0 else rec).append((share, item))
+                    by_topic[(topic, kind)] = (weight + share, hist, rec)
+        for interest_type, top_n in (("genre", settings.top_genres), ("entity", settings.top_entities),
+                                     ("community", settings.top_communities)):
+            candidates = [
+                (weight, topic, kind, hist, rec)
+                for (topic, kind), (weight, hist, rec) in by_topic.items()
+                if interest_type_of(kind) == interest_type and weight >= settings.min_weight
+            ]
+            candidates.sort(key=lambda c: (-c[0], c[1]))
+            for rank, (weight, topic, kind, hist, rec) in enumerate(candidates[:top_n], start=1):
+                hist_items = [i for _, i in sorted(hist, key=lambda x: (-x[0], x[1]))]
+                rec_items = [i for _, i in sorted(rec, key=lambda x: (-x[0], x[1]))]
+                parts = []
+                if hist_items:
+                    share = sum(s for s, _ in hist)
+                    parts.append(f"{user.verb} {len(hist_items)} item{'s' * (len(hist_items) != 1)} "
+                                 f"incl. {_titles(hist_items, titles)} ({share:.2f})")
+                if rec_items:
+                    share = sum(s for s, _ in rec)
+                    parts.append(f"{len(rec_items)} recommended incl. {_titles(rec_items, titles)} ({share:.2f})")
+                name = (topic_names or {}).get(topic) or topic_name(topic, kind)
+                rows.append((user.user_key, interest_type, topic, name, weight, rank,
+                             f"{name}  {weight:.2f} ← " + "; ".join(parts)))
+
+        # items: the model's recommendations, explained by the closest history items
+        known_items = [i for i in user.items if i in index]
+        known = [index[i] for i in known_items]
+        for rank, (item, _) in enumerate(recs[: settings.top_items], start=1):
+            weight = rec_share[item]
+            if weight < settings.min_weight:
+                break
+            if known:
+                sims = (embeddings[known] @ embeddings[index[item]]).tolist()
+                order = sorted(range(len(known)), key=lambda k: (-sims[k], known_items[k]))
+                because = f" ← close to {_titles([known_items[k] for k in order], titles)} in the GCN's embedding"
+            else:
+                because = " ← popular with the model (no folded-in history)"
+            name = titles.get(item, item)
+            rows.append((user.user_key, "item", item, name, weight, rank, f"{name}  {weight:.2f}{because}"))
+    edges = pd.DataFrame(rows, columns=columns)
+    return edges.astype({"weight": "float64", "rank": "int64"})
+

@@ -1,0 +1,165 @@
+"""``uig refresh`` / ``uig user`` / ``uig recommend`` on real MovieLens days, real Delta, the real registry.
+
+One data root (MovieLens up to ``TRAIN_UNTIL``, a short-trained ``@champion``) is refreshed in
+full, then the next day lands and only its users are refreshed; the tests read what that left.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spark_jobs import columns as C
+from spark_jobs import io
+from tests.conftest import TRAIN_UNTIL
+from uig_tasks.cli import main
+from uig_tasks.config import UigConfig
+from uig_tasks.movielens import event_file, prepare
+from uig_tasks.pipeline import run_aggregate, run_ingest
+from uig_tasks.refresh import RefreshError, run_refresh
+from uig_tasks.train import run_train
+
+pytestmark = pytest.mark.integration
+
+CORE = [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.WEIGHT, C.RANK, C.EXPLANATION, C.MODEL_VERSION]
+
+
+def end_of(day) -> datetime:
+    return datetime.combine(day, time.max, tzinfo=timezone.utc)  # as the trainable_root fixture aggregates
+
+
+def edges(spark, config: UigConfig, active_only: bool = False) -> dict[tuple, tuple]:
+    table = io.read_table(spark, config, C.GOLD_INTEREST_EDGES)
+    if active_only:
+        table = table.where(f"{C.EDGE_STATUS} = 'active'")
+    return {tuple(r[:3]): tuple(round(v, 12) if isinstance(v, float) else v for v in r[3:])
+            for r in table.select(*CORE).collect()}
+
+
+@pytest.fixture(scope="module")
+def refreshed(spark, trainable_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("refreshed") / "data"
+    shutil.copytree(trainable_root, root)
+    config = UigConfig.from_env(data_root=root, user_salt="test-salt")
+    with pytest.raises(Exception, match="no @champion yet"):
+        run_refresh(config, end_of(TRAIN_UNTIL))
+    run_train(config, datetime(2026, 1, 1, tzinfo=timezone.utc), {"epochs": 2, "dim": 16, "seed": 0})
+    first = run_refresh(config, end_of(TRAIN_UNTIL))
+    before = edges(spark, config)
+    versions_before = io.table_version(spark, config, C.GOLD_INTEREST_EDGES)
+
+    day = TRAIN_UNTIL + timedelta(days=1)
+    while prepare(config.landing_dir, day=day).events == 0:
+        day += timedelta(days=1)
+    run_ingest(config, end_of(day))
+    run_aggregate(config, end_of(day))
+    second = run_refresh(config, end_of(day))
+    raw_ids = sorted({json.loads(line)["user_id"] for line in event_file(config.landing_dir, day).read_text().splitlines()})
+    return {"config": config, "first": first, "second": second, "before": before, "day": day,
+            "raw_ids": raw_ids, "version_after_first": versions_before}
+
+
+def test_first_refresh_covers_every_user_with_explained_edges(spark, refreshed) -> None:
+    config, first = refreshed["config"], refreshed["first"]
+    assert first["mode"] == "full" and first["model_version"] == 1
+    users = io.read_table(spark, config, C.SILVER_EVENTS).where(f"{C.EVENT_DATE} <= '{TRAIN_UNTIL}'")
+    n_users = users.select(C.USER_KEY).distinct().count()
+    assert first["dirty_users"] == n_users
+    before = refreshed["before"]
+    assert len({k[0] for k in before}) == n_users and len(before) == first["edges_written"]
+    kinds = {k[1] for k in before}
+    assert kinds == {"genre", "entity", "community", "item"}
+    for (user, kind, interest), (weight, rank, explanation, model) in list(before.items())[:200]:
+        assert 0 < weight <= 1 and rank >= 1 and model == "1"
+        assert "←" in explanation and ("rated" in explanation or "recommended" in explanation or "close to" in explanation)
+
+
+def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed) -> None:
+    config, second, before = refreshed["config"], refreshed["second"], refreshed["before"]
+    day_users = {
+        r[0] for r in io.read_table(spark, config, C.SILVER_EVENTS)
+        .where(f"{C.EVENT_DATE} = '{refreshed['day']}'").select(C.USER_KEY).distinct().collect()
+    }
+    assert second["mode"] == "incremental" and second["dirty_users"] == len(day_users) > 0
+    after = edges(spark, config)
+    untouched = {k: v for k, v in before.items() if k[0] not in day_users}
+    assert {k: v for k, v in after.items() if k[0] not in day_users} == untouched  # not rewritten
+    stamps = io.read_table(spark, config, C.GOLD_INTEREST_EDGES).groupBy(C.AS_OF).count().collect()
+    assert {r[C.AS_OF].date() for r in stamps} <= {TRAIN_UNTIL, refreshed["day"]}
+
+
+def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refreshed, tmp_path) -> None:
+    config = refreshed["config"]
+    version = io.table_version(spark, config, C.GOLD_INTEREST_EDGES)
+    again = run_refresh(config, end_of(refreshed["day"]))
+    assert again["mode"] == "noop" and again["dirty_users"] == 0
+    assert io.table_version(spark, config, C.GOLD_INTEREST_EDGES) == version  # nothing written
+
+    copy_root = tmp_path / "full"
+    shutil.copytree(config.data_root, copy_root)
+    full_config = UigConfig.from_env(data_root=copy_root, user_salt="test-salt")
+    full = run_refresh(full_config, end_of(refreshed["day"]), full=True)
+    assert full["mode"] == "full"
+    assert edges(spark, full_config, active_only=True) == edges(spark, config, active_only=True)
+
+
+def test_refresh_before_the_last_aggregate_is_refused(refreshed) -> None:
+    with pytest.raises(RefreshError, match="refresh at or after the last aggregate"):
+        run_refresh(refreshed["config"], end_of(TRAIN_UNTIL))
+
+
+def test_user_shows_changes_and_unknown_users_exit_1(refreshed, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("UIG_USER_SALT", "test-salt")  # the salt the data root was ingested with
+    config, raw = refreshed["config"], refreshed["raw_ids"][0]
+    root = ["--data-root", str(config.data_root)]
+    assert main([*root, "--json", "user", raw]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model_versions"] == ["1"] and report["policy_versions"]
+    assert report["refreshed_as_of"].startswith(str(refreshed["day"]))
+    changes = {e["change"] for edges_ in report["interests"].values() for e in edges_}
+    assert changes <= {"new", "↑", "↓", "=", "dropped"} and changes
+    png = config.data_root / "user.png"
+    assert main([*root, "user", report["user_key"], "--png", str(png)]) == 0  # the key works as well as the raw id
+    text = capsys.readouterr().out
+    assert "genre" in text and "community" in text and "←" in text and f"wrote {png}" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+    assert main([*root, "user", "no-such-user"]) == 1
+    assert "no events for user 'no-such-user'" in capsys.readouterr().err
+
+
+def test_recommend_for_a_user_of_the_new_day(refreshed, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("UIG_USER_SALT", "test-salt")
+    config = refreshed["config"]
+    assert main(["--data-root", str(config.data_root), "--json", "recommend", refreshed["raw_ids"][-1], "-k", "5"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["items"]) == 5 and result["history_items"] > 0
+    assert all(item["reason"] for item in result["items"])
+
+
+def test_moving_the_champion_re_materialises_every_user(spark, refreshed) -> None:
+    """A new @champion (or a rollback) at the same as_of rewrites every user's edges with that version."""
+    from uig_tasks import registry
+    from uig_tasks.train import latest_snapshot, train_candidate
+
+    config = refreshed["config"]
+    other = train_candidate(config, latest_snapshot(config), {"epochs": 1, "dim": 8, "seed": 1})
+    registry.set_champion(config, other["version"], reason="test: newer model")
+    moved = run_refresh(config)  # as of the last aggregate, the same as_of as the previous refresh
+    assert moved["mode"] == "full" and moved["model_version"] == other["version"]
+    versions = {r[0] for r in io.read_table(spark, config, C.GOLD_INTEREST_EDGES).select(C.MODEL_VERSION).distinct().collect()}
+    assert versions == {str(other["version"])}
+
+    registry.set_champion(config, 1, reason="test: rollback")
+    back = run_refresh(config)
+    assert back["mode"] == "full" and back["model_version"] == 1
+    assert edges(spark, config, active_only=True) == {
+        k: v for k, v in edges(spark, config, active_only=True).items() if v[-1] == "1"
+    }
+    communities = io.read_table(spark, config, C.GOLD_INTEREST_COMMUNITIES)
+    assert {r[0] for r in communities.select(C.MODEL_VERSION).distinct().collect()} <= {"1"}

@@ -1,0 +1,95 @@
+"""Interest edges and their explanations, from a tiny trained GCN (two taste clusters)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.evaluation import Interactions
+from models.interests import InterestSettings, UserHistory, interest_edges, topic_name
+from models.training import GCNTrainConfig, fit_uig_gcn
+
+DAY = 86_400.0
+ITEMS = [f"i{k}" for k in range(12)]  # i0-i5 cluster A (genre A), i6-i11 cluster B (genre B)
+TITLES = {item: f"Film {item.upper()}" for item in ITEMS}
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    rows = [(f"u{u}", ITEMS[(u + k) % 6 + (0 if u < 6 else 6)], k * DAY + u) for u in range(12) for k in range(4)]
+    train = Interactions.from_frame(pd.DataFrame(rows, columns=["user", "item", "ts"]), [f"u{u}" for u in range(12)], ITEMS)
+    text = np.random.default_rng(3).normal(size=(len(ITEMS), 8)).astype(np.float32)
+    config = GCNTrainConfig(dim=8, epochs=3, batch_size=16, lr=0.05, personal_weight=1.0, prior_weight=0.0)
+    return fit_uig_gcn(train, text, topics(), None, config)[0]
+
+
+def topics() -> pd.DataFrame:
+    rows = [(item, "genre:A" if k < 6 else "genre:B", "genre") for k, item in enumerate(ITEMS)]
+    rows += [(item, "kg:m.dir1", "kg:directed_by") for item in ("i0", "i1", "i6")]
+    return pd.DataFrame(rows, columns=["item_id", "topic_id", "topic_type"])
+
+
+def test_topic_weights_are_attention_shares_with_paths(scorer):
+    user = UserHistory("alice", ("i0", "i1", "i2"), (2.0, 1.0, 1.0), verb="rated")
+    edges = interest_edges(scorer, [user], topics(), TITLES, InterestSettings(beta=0.0, top_items=1, candidates=1))
+    genres = edges[edges.interest_type == "genre"].set_index("interest_id")
+    assert genres.loc["genre:A", "weight"] == pytest.approx(1.0) and genres.loc["genre:A", "rank"] == 1
+    assert "genre:B" not in genres.index  # β = 0: only behaviour counts
+    director = edges[edges.interest_type == "entity"].iloc[0]
+    assert director.interest_id == "kg:m.dir1" and director.weight == pytest.approx(0.75)  # (2 + 1) / 4
+    assert director.interest_name == "directed_by m.dir1"
+    assert director.explanation == "directed_by m.dir1  0.75 ← rated 2 items incl. Film I0, Film I1 (0.75)"
+
+
+def test_recommendations_carry_attention_and_are_explained_by_history(scorer):
+    user = UserHistory("bob", ("i0", "i1"), (1.0, 1.0))
+    settings = InterestSettings(beta=0.5, candidates=4, top_items=4, min_weight=0.0)
+    edges = interest_edges(scorer, [user], topics(), TITLES, settings)
+    assert edges.groupby("interest_type").weight.sum()["genre"] == pytest.approx(1.0)  # all items have one genre
+    items = edges[edges.interest_type == "item"].sort_values("rank")
+    assert len(items) == 4 and not set(items.interest_id) & {"i0", "i1"}
+    assert items.weight.sum() == pytest.approx(0.5) and items.weight.is_monotonic_decreasing
+    assert all("close to Film I" in e for e in items.explanation)
+    assert list(items["rank"]) == [1, 2, 3, 4]
+
+
+def test_users_are_independent_and_output_is_deterministic(scorer):
+    a = UserHistory("a", ("i0", "i3"), (1.0, 0.5))
+    b = UserHistory("b", ("i7",), (1.0,))
+    together = interest_edges(scorer, [a, b], topics(), TITLES)
+    alone = pd.concat([interest_edges(scorer, [a], topics(), TITLES), interest_edges(scorer, [b], topics(), TITLES)])
+    pd.testing.assert_frame_equal(together.reset_index(drop=True), alone.reset_index(drop=True))
+
+
+def test_decaying_every_affinity_by_one_factor_changes_nothing(scorer):
+    user = UserHistory("c", ("i0", "i2", "i8"), (1.0, 0.5, 0.25))
+    older = UserHistory("c", user.items, tuple(a * 0.125 for a in user.affinity))
+    pd.testing.assert_frame_equal(interest_edges(scorer, [user], topics(), TITLES),
+                                  interest_edges(scorer, [older], topics(), TITLES), check_exact=False, rtol=1e-12)
+
+
+def test_cold_user_with_unknown_items_and_bad_input(scorer):
+    cold = UserHistory("new", ("i99",), (1.0,))  # an item the model never saw: no fold-in, no topics
+    edges = interest_edges(scorer, [cold], topics(), TITLES)
+    items, topics_ = edges[edges.interest_type == "item"], edges[edges.interest_type != "item"]
+    assert len(items) and all("no folded-in history" in e for e in items.explanation)
+    assert all(" recommended incl. " in e and "interacted with" not in e for e in topics_.explanation)
+    assert topics_[topics_.interest_type == "genre"].weight.sum() == pytest.approx(0.5)  # β of the attention
+    assert interest_edges(scorer, [], topics(), TITLES).empty
+    with pytest.raises(ValueError, match="equal length"):
+        interest_edges(scorer, [UserHistory("x", ("i0",), ())], topics(), TITLES)
+    with pytest.raises(ValueError, match="top_items"):
+        InterestSettings(top_items=30, candidates=20).check()
+    assert topic_name("genre:Film-Noir", "genre") == "Film-Noir"
+
+
+def test_communities_are_interests_with_their_names(scorer):
+    membership = pd.DataFrame([(i, "community:c01", "community") for i in ("i0", "i1", "i2")],
+                              columns=["item_id", "topic_id", "topic_type"])
+    user = UserHistory("d", ("i0", "i1"), (1.0, 1.0), verb="rated")
+    edges = interest_edges(scorer, [user], pd.concat([topics(), membership]), TITLES,
+                           topic_names={"community:c01": "A-films: Film I0, Film I1"})
+    community = edges[edges.interest_type == "community"].iloc[0]
+    assert community.interest_id == "community:c01" and community.interest_name == "A-films: Film I0, Film I1"
+    assert community.explanation.startswith("A-films: Film I0, Film I1  ") and "rated 2 items" in community.explanation
