@@ -71,6 +71,15 @@ def topic_name(topic_id: str, topic_type: str) -> str:
     return f"{topic_type.split(':', 1)[-1]} {value}"
 
 
+def interest_id_of(topic_id: str, topic_type: str) -> str:
+    """The edge id of a topic: the topic id, except that a KG entity is qualified by its relation
+    (``kg:m.0abc`` typed ``kg:directed_by`` → ``kg:directed_by:m.0abc``): directing and acting in a
+    film are different interests, even in the same person."""
+    if topic_type in ("genre", "community"):
+        return topic_id
+    return f"{topic_type}:{topic_id.split(':', 1)[-1]}"
+
+
 def interest_type_of(topic_type: str) -> str:
     """The interest type of an item–topic edge type: genre, community, or entity (every ``kg:*`` relation)."""
     return topic_type if topic_type in ("genre", "community") else "entity"
@@ -156,7 +165,7 @@ def interest_edges(
                     share = sum(s for s, _ in rec)
                     parts.append(f"{len(rec_items)} recommended incl. {_titles(rec_items, titles)} ({share:.2f})")
                 name = (topic_names or {}).get(topic) or topic_name(topic, kind)
-                rows.append((user.user_key, interest_type, topic, name, weight, rank,
+                rows.append((user.user_key, interest_type, interest_id_of(topic, kind), name, weight, rank,
                              f"{name}  {weight:.2f} ← " + "; ".join(parts)))
 
         # items: the model's recommendations, explained by the closest history items
@@ -175,5 +184,8 @@ def interest_edges(
             name = titles.get(item, item)
             rows.append((user.user_key, "item", item, name, weight, rank, f"{name}  {weight:.2f}{because}"))
     edges = pd.DataFrame(rows, columns=columns)
+    duplicated = edges.duplicated(["user_key", "interest_type", "interest_id"])
+    if duplicated.any():  # an edge is keyed by these three: two rows would make the MERGE ambiguous
+        raise ValueError(f"duplicate interest edges: {edges[duplicated].head(3).to_dict('records')}")
     return edges.astype({"weight": "float64", "rank": "int64"})
 

@@ -164,7 +164,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         return _unknown_user(exc)
 
     def human() -> None:
-        print(f"user {result['user']}: {result['history_items']} items in history; uig-gcn v{result['model_version']}")
+        print(f"user {result['user']}: {result['history_items']} items in history; uig-gcn v{result['model_version']}; "
+              f"from the {result['source']}")
         for rank, item in enumerate(result["items"], start=1):
             print(f"  {rank:>3}. {item['title']}  ← {item['reason']}")
 

@@ -70,7 +70,13 @@ def edge_change(row: dict[str, Any]) -> str:
 
 
 def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
-    """Top-``k`` items for the user from the ``@champion`` GCN by fold-in, each with its reason."""
+    """Top-``k`` items for the user, each with its reason.
+
+    Read from the user's ``item`` edges in ``gold.interest_edges`` when the last refresh stored at
+    least ``k`` of them (what downstream recommenders read); otherwise computed the same way, live,
+    with the ``@champion`` GCN by fold-in of the user's current affinities (a user not refreshed
+    yet, e.g. a brand-new one, or a ``k`` above what a refresh keeps).
+    """
     from pyspark.sql import functions as F
 
     from models.interests import InterestSettings, UserHistory, interest_edges
@@ -82,25 +88,38 @@ def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
         raise ValueError(f"k must be >= 1, got {k}")
     spark = io.get_spark(config, "uig-recommend")
     key, _ = _resolve_user(spark, config, user)
+    stored = (
+        io.read_table(spark, config, C.GOLD_INTEREST_EDGES)
+        .where((F.col(C.USER_KEY) == key) & (F.col(C.INTEREST_TYPE) == "item") & (F.col(C.EDGE_STATUS) == "active"))
+        .orderBy(C.RANK).collect()
+    )
     history = (
         io.read_table(spark, config, C.GOLD_USER_ITEM_AFFINITY).where(F.col(C.USER_KEY) == key)
         .select(C.ITEM_ID, C.WEIGHT).orderBy(F.desc(C.WEIGHT), C.ITEM_ID).collect()
     )
+    items = tuple(r[C.ITEM_ID] for r in history)
+    if len(stored) >= k:
+        recs = [{"item_id": r[C.INTEREST_ID], "title": r[C.INTEREST_NAME], "weight": r[C.WEIGHT],
+                 "reason": r[C.EXPLANATION].split("← ", 1)[-1]} for r in stored[:k]]
+        return {"user": user, "user_key": key, "model_version": int(stored[0][C.MODEL_VERSION]),
+                "source": f"interest graph, refreshed as of {stored[0][C.AS_OF].isoformat()}",
+                "history_items": len(items), "items": recs}
+
     scorer, version = registry.load_scorer(config, registry.CHAMPION_ALIAS)
     titles = {r[C.ITEM_ID]: r[C.TITLE] for r in io.read_table(spark, config, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()}
     topics = io.read_table(spark, config, C.GOLD_ITEM_TOPICS).select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE).toPandas()
-    items = tuple(r[C.ITEM_ID] for r in history)
     if items:
         person = UserHistory(key, items, tuple(float(r[C.WEIGHT]) for r in history))
         edges = interest_edges(scorer, [person], topics, titles,
                                InterestSettings(candidates=k, top_items=k, min_weight=0.0))
         rows = edges[edges.interest_type == "item"].sort_values("rank")
-        recs = [{"item_id": r.interest_id, "title": r.interest_name, "reason": r.explanation.split("← ", 1)[-1]}
-                for r in rows.itertuples()]
+        recs = [{"item_id": r.interest_id, "title": r.interest_name, "weight": r.weight,
+                 "reason": r.explanation.split("← ", 1)[-1]} for r in rows.itertuples()]
     else:  # events but no item interactions yet (e.g. only searches): the non-personalised ranking
-        recs = [{"item_id": i, "title": titles.get(i, i), "reason": "popular with the model (no item history yet)"}
-                for i, _ in scorer.recommend([[]], k)[0]]
-    return {"user": user, "user_key": key, "model_version": version, "history_items": len(items), "items": recs}
+        recs = [{"item_id": i, "title": titles.get(i, i), "weight": None,
+                 "reason": "popular with the model (no item history yet)"} for i, _ in scorer.recommend([[]], k)[0]]
+    return {"user": user, "user_key": key, "model_version": version, "source": "live fold-in with @champion",
+            "history_items": len(items), "items": recs}
 
 
 def interest_history(config: UigConfig, user_key: str) -> list[dict[str, Any]]:

@@ -33,6 +33,11 @@ def end_of(day) -> datetime:
     return datetime.combine(day, time.max, tzinfo=timezone.utc)  # as the trainable_root fixture aggregates
 
 
+def all_columns(spark, config: UigConfig) -> dict[tuple, tuple]:
+    """Every column of every edge row (refreshed_at included), by key."""
+    return {tuple(r[:3]): tuple(r[3:]) for r in io.read_table(spark, config, C.GOLD_INTEREST_EDGES).collect()}
+
+
 def edges(spark, config: UigConfig, active_only: bool = False) -> dict[tuple, tuple]:
     table = io.read_table(spark, config, C.GOLD_INTEREST_EDGES)
     if active_only:
@@ -51,6 +56,7 @@ def refreshed(spark, trainable_root: Path, tmp_path_factory: pytest.TempPathFact
     run_train(config, datetime(2026, 1, 1, tzinfo=timezone.utc), {"epochs": 2, "dim": 16, "seed": 0})
     first = run_refresh(config, end_of(TRAIN_UNTIL))
     before = edges(spark, config)
+    rows_before = all_columns(spark, config)
     versions_before = io.table_version(spark, config, C.GOLD_INTEREST_EDGES)
 
     day = TRAIN_UNTIL + timedelta(days=1)
@@ -60,7 +66,7 @@ def refreshed(spark, trainable_root: Path, tmp_path_factory: pytest.TempPathFact
     run_aggregate(config, end_of(day))
     second = run_refresh(config, end_of(day))
     raw_ids = sorted({json.loads(line)["user_id"] for line in event_file(config.landing_dir, day).read_text().splitlines()})
-    return {"config": config, "first": first, "second": second, "before": before, "day": day,
+    return {"config": config, "first": first, "second": second, "before": before, "rows_before": rows_before, "day": day,
             "raw_ids": raw_ids, "version_after_first": versions_before}
 
 
@@ -86,9 +92,16 @@ def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed) -
         .where(f"{C.EVENT_DATE} = '{refreshed['day']}'").select(C.USER_KEY).distinct().collect()
     }
     assert second["mode"] == "incremental" and second["dirty_users"] == len(day_users) > 0
-    after = edges(spark, config)
-    untouched = {k: v for k, v in before.items() if k[0] not in day_users}
-    assert {k: v for k, v in after.items() if k[0] not in day_users} == untouched  # not rewritten
+    after = all_columns(spark, config)
+    untouched = {k: v for k, v in refreshed["rows_before"].items() if k[0] not in day_users}
+    assert {k: v for k, v in after.items() if k[0] not in day_users} == untouched  # not rewritten, to the column
+    changed = {k: v for k, v in after.items() if k[0] in day_users}
+    status, previous = C.EDGE_STATUS, C.PREVIOUS_WEIGHT
+    columns = io.read_table(spark, config, C.GOLD_INTEREST_EDGES).columns[3:]
+    kept = [v for k, v in changed.items() if k in before and v[columns.index(status)] == "active"]
+    assert all(v[columns.index(previous)] == pytest.approx(before[k][0]) for k, v in changed.items()
+               if k in before and v[columns.index(status)] == "active")
+    assert kept  # returning users keep some interests, with their previous weight
     stamps = io.read_table(spark, config, C.GOLD_INTEREST_EDGES).groupBy(C.AS_OF).count().collect()
     assert {r[C.AS_OF].date() for r in stamps} <= {TRAIN_UNTIL, refreshed["day"]}
 
@@ -106,6 +119,34 @@ def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refresh
     full = run_refresh(full_config, end_of(refreshed["day"]), full=True)
     assert full["mode"] == "full"
     assert edges(spark, full_config, active_only=True) == edges(spark, config, active_only=True)
+
+
+def test_edges_that_fall_out_are_marked_dropped_then_deleted(spark, tmp_path) -> None:
+    """The MERGE rule on hand-written edges: kept → previous weight, gone → dropped, still gone → deleted."""
+    from spark_jobs.schemas import TABLE_SCHEMAS
+
+    config = UigConfig.from_env(data_root=tmp_path / "data", user_salt="test-salt")
+    schema = TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]
+
+    def refresh(day: int, weights: dict[str, float], version: str = "1") -> None:
+        as_of = datetime(2020, 1, day, tzinfo=timezone.utc)
+        rows = [("u", "genre", g, g, w, r, f"{g} ←", "active", None, version, "p", as_of.replace(tzinfo=None),
+                 as_of.replace(tzinfo=None)) for r, (g, w) in enumerate(weights.items(), start=1)]
+        users = spark.createDataFrame([("u",)], [C.USER_KEY])
+        io.merge_interest_edges(spark, config, spark.createDataFrame(rows, schema), users, as_of, version)
+
+    def state() -> dict[str, tuple]:
+        return {r[C.INTEREST_ID]: (r[C.EDGE_STATUS], r[C.WEIGHT], r[C.PREVIOUS_WEIGHT])
+                for r in io.read_table(spark, config, C.GOLD_INTEREST_EDGES).collect()}
+
+    refresh(1, {"x": 0.5, "y": 0.3})
+    assert state() == {"x": ("active", 0.5, None), "y": ("active", 0.3, None)}
+    refresh(2, {"y": 0.4, "z": 0.2})
+    assert state() == {"x": ("dropped", 0.0, 0.5), "y": ("active", 0.4, 0.3), "z": ("active", 0.2, None)}
+    refresh(2, {"y": 0.4, "z": 0.2})  # a retried refresh of the same as_of and model changes nothing
+    assert state() == {"x": ("dropped", 0.0, 0.5), "y": ("active", 0.4, 0.3), "z": ("active", 0.2, None)}
+    refresh(3, {"y": 0.4, "z": 0.2})
+    assert state() == {"y": ("active", 0.4, 0.4), "z": ("active", 0.2, 0.2)}
 
 
 def test_refresh_before_the_last_aggregate_is_refused(refreshed) -> None:
@@ -133,13 +174,23 @@ def test_user_shows_changes_and_unknown_users_exit_1(refreshed, capsys, monkeypa
     assert "no events for user 'no-such-user'" in capsys.readouterr().err
 
 
-def test_recommend_for_a_user_of_the_new_day(refreshed, capsys, monkeypatch) -> None:
+def test_recommend_for_a_cold_user_of_the_new_day(refreshed, capsys, monkeypatch) -> None:
+    """A user whose first events are on the new day (never seen in training) gets explained items."""
     monkeypatch.setenv("UIG_USER_SALT", "test-salt")
     config = refreshed["config"]
-    assert main(["--data-root", str(config.data_root), "--json", "recommend", refreshed["raw_ids"][-1], "-k", "5"]) == 0
+    earlier = {json.loads(line)["user_id"] for path in (config.landing_dir / "events").glob("date=*/*.jsonl")
+               if path.parent.name < f"date={refreshed['day']}" for line in path.read_text().splitlines()}
+    cold = [u for u in refreshed["raw_ids"] if u not in earlier]
+    assert cold, "the new day should bring at least one new user"
+    assert main(["--data-root", str(config.data_root), "--json", "recommend", cold[0], "-k", "5"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["items"]) == 5 and result["history_items"] > 0
-    assert all(item["reason"] for item in result["items"])
+    assert all("close to" in item["reason"] for item in result["items"])
+    assert result["source"].startswith("interest graph")  # the refresh stored 10 item edges
+    assert main(["--data-root", str(config.data_root), "--json", "recommend", cold[0], "-k", "15"]) == 0
+    live = json.loads(capsys.readouterr().out)
+    assert live["source"].startswith("live") and len(live["items"]) == 15
+    assert [i["item_id"] for i in live["items"][:5]] == [i["item_id"] for i in result["items"]]
 
 
 def test_moving_the_champion_re_materialises_every_user(spark, refreshed) -> None:

@@ -37,7 +37,7 @@ def test_topic_weights_are_attention_shares_with_paths(scorer):
     assert genres.loc["genre:A", "weight"] == pytest.approx(1.0) and genres.loc["genre:A", "rank"] == 1
     assert "genre:B" not in genres.index  # β = 0: only behaviour counts
     director = edges[edges.interest_type == "entity"].iloc[0]
-    assert director.interest_id == "kg:m.dir1" and director.weight == pytest.approx(0.75)  # (2 + 1) / 4
+    assert director.interest_id == "kg:directed_by:m.dir1" and director.weight == pytest.approx(0.75)  # (2 + 1) / 4
     assert director.interest_name == "directed_by m.dir1"
     assert director.explanation == "directed_by m.dir1  0.75 ← rated 2 items incl. Film I0, Film I1 (0.75)"
 
@@ -93,3 +93,11 @@ def test_communities_are_interests_with_their_names(scorer):
     community = edges[edges.interest_type == "community"].iloc[0]
     assert community.interest_id == "community:c01" and community.interest_name == "A-films: Film I0, Film I1"
     assert community.explanation.startswith("A-films: Film I0, Film I1  ") and "rated 2 items" in community.explanation
+
+
+def test_one_entity_under_two_relations_is_two_interests(scorer):
+    both = pd.concat([topics(), pd.DataFrame([("i0", "kg:m.dir1", "kg:actor")], columns=["item_id", "topic_id", "topic_type"])])
+    user = UserHistory("e", ("i0", "i1"), (1.0, 1.0))
+    entities = interest_edges(scorer, [user], both, TITLES).query("interest_type == 'entity'")
+    assert set(entities.interest_id) == {"kg:directed_by:m.dir1", "kg:actor:m.dir1"}
+    assert set(entities.interest_name) == {"directed_by m.dir1", "actor m.dir1"}
