@@ -41,6 +41,9 @@ class InterestSettings:
     top_communities: int = 5
     top_items: int = 10
     min_weight: float = 0.01
+    # KG entities on more than this share of the catalog (a language, a country) say nothing
+    # about a taste; they are not offered as interests.
+    max_entity_share: float = 0.1
 
     def check(self) -> None:
         if not 0 <= self.beta <= 1:
@@ -51,6 +54,8 @@ class InterestSettings:
             raise ValueError(f"top_items ({self.top_items}) cannot exceed candidates ({self.candidates})")
         if not 0 <= self.min_weight < 1:
             raise ValueError(f"min_weight must lie in [0, 1), got {self.min_weight}")
+        if not 0 < self.max_entity_share <= 1:
+            raise ValueError(f"max_entity_share must lie in (0, 1], got {self.max_entity_share}")
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,8 @@ def interest_edges(
     ``item_topics`` has item_id, topic_id, topic_type (``genre``, ``community`` or ``kg:<relation>``);
     ``topic_names`` overrides the display name of a topic id (communities have names); history
     items unknown to the model still count for topics (they are in the user's behaviour) but
-    cannot be folded in. Edges below ``settings.min_weight`` are left out; ranks start at 1 per
+    cannot be folded in. KG entities on more than ``settings.max_entity_share`` of the catalog and
+    edges below ``settings.min_weight`` are left out; ranks start at 1 per
     (user, type), ties broken by id so the result is deterministic.
     """
     settings.check()
@@ -122,9 +128,15 @@ def interest_edges(
     recommended = scorer.recommend([list(u.items) for u in users], settings.candidates)
     index = {item: k for k, item in enumerate(scorer.item_ids)}
     embeddings = scorer.item_embeddings()
+    links = item_topics[["item_id", "topic_id", "topic_type"]].astype(str).drop_duplicates()
+    n_catalog = max(links["item_id"].nunique(), 1)
+    support = links.groupby(["topic_id", "topic_type"])["item_id"].nunique() / n_catalog
+    too_common = {key for key, share in support.items()
+                  if interest_type_of(key[1]) == "entity" and share > settings.max_entity_share}
     topics_of: dict[str, list[tuple[str, str]]] = {}
-    for item, topic, kind in item_topics[["item_id", "topic_id", "topic_type"]].itertuples(index=False):
-        topics_of.setdefault(str(item), []).append((str(topic), str(kind)))
+    for item, topic, kind in links.itertuples(index=False):
+        if (topic, kind) not in too_common:
+            topics_of.setdefault(item, []).append((topic, kind))
 
     rows: list[tuple] = []
     for user, recs in zip(users, recommended):

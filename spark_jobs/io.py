@@ -199,17 +199,16 @@ def replace_groups(
 
 
 def merge_interest_edges(
-    spark: "SparkSession", config: "UigConfig", new_edges: "DataFrame", users: "DataFrame", as_of: "datetime",
-    model_version: str,
+    spark: "SparkSession", config: "UigConfig", new_edges: "DataFrame", users: "DataFrame", as_of: "datetime"
 ) -> None:
-    """Make ``gold.interest_edges`` of ``users`` equal ``new_edges`` (all stamped ``as_of`` and
-    ``model_version``), in ONE commit.
+    """Make ``gold.interest_edges`` of ``users`` equal ``new_edges`` (all stamped ``as_of``), in ONE commit.
 
     A new edge is inserted (``previous_weight`` null); a kept one is updated, its old weight moved
     to ``previous_weight``; an *active* edge that fell out becomes ``dropped`` (weight 0, the old
-    weight kept), so the next reader sees what disappeared; an edge already ``dropped`` that is
-    still out is deleted. Rows of other users are never touched, and rows already written for this
-    ``as_of`` by this model version are left alone, so a retried refresh changes nothing.
+    weight kept), so the next reader sees what disappeared; an edge dropped by an earlier refresh
+    that is still out is deleted. Rows of other users are never touched. Retrying the same refresh
+    (same ``as_of``) changes nothing: rows already stamped ``as_of`` keep their previous weight and
+    their ``dropped`` mark.
     """
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
@@ -227,25 +226,23 @@ def merge_interest_edges(
     source = new_edges.select(*cols).withColumn("_action", F.lit("upsert")).unionByName(out.select(*cols, "_action"))
     utc = as_of.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")  # the session runs in UTC
     stamp = F.lit(utc).cast("timestamp")
-    version = model_version.replace("'", "")
-    not_yet = (f"(t.{C.AS_OF} IS NULL OR t.{C.AS_OF} <> CAST('{utc}' AS TIMESTAMP) "
-               f"OR t.{C.MODEL_VERSION} IS NULL OR t.{C.MODEL_VERSION} <> '{version}')")
+    same_run = F.col(f"t.{C.AS_OF}") == stamp
     (
         DeltaTable.forPath(spark, path).alias("t")
         .merge(source.alias("s"), " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
-        .whenMatchedDelete(condition=f"s._action = 'delete' AND {not_yet}")
+        .whenMatchedDelete(condition=(F.col("s._action") == "delete") & ~same_run)
         .whenMatchedUpdate(
-            condition=f"s._action = 'drop' AND {not_yet}",
+            condition=F.col("s._action") == "drop",
             set={C.EDGE_STATUS: F.lit("dropped"), C.PREVIOUS_WEIGHT: F.col(f"t.{C.WEIGHT}"), C.WEIGHT: F.lit(0.0),
-                 C.RANK: F.lit(None).cast("int"), C.AS_OF: stamp, C.MODEL_VERSION: F.lit(version),
-                 C.REFRESHED_AT: F.current_timestamp()},
+                 C.RANK: F.lit(None).cast("int"), C.AS_OF: stamp, C.REFRESHED_AT: F.current_timestamp()},
         )
         .whenMatchedUpdate(
-            condition=f"s._action = 'upsert' AND {not_yet}",
+            condition=F.col("s._action") == "upsert",
             set={**{c: F.col(f"s.`{c}`") for c in cols if c != C.PREVIOUS_WEIGHT},
-                 C.PREVIOUS_WEIGHT: F.when(F.col(f"t.{C.EDGE_STATUS}") == "active", F.col(f"t.{C.WEIGHT}"))},
+                 C.PREVIOUS_WEIGHT: F.when(same_run, F.col(f"t.{C.PREVIOUS_WEIGHT}"))
+                 .when(F.col(f"t.{C.EDGE_STATUS}") == "active", F.col(f"t.{C.WEIGHT}"))},
         )
-        .whenNotMatchedInsert(condition="s._action = 'upsert'", values={c: F.col(f"s.`{c}`") for c in cols})
+        .whenNotMatchedInsert(condition=F.col("s._action") == "upsert", values={c: F.col(f"s.`{c}`") for c in cols})
         .execute()
     )
 

@@ -275,12 +275,12 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job end to end: land MovieLens-100k, ingest, aggregate, encode, train + gate, evaluate."""
+    """The main job end to end: land MovieLens-100k, ingest, aggregate, encode, train + gate, evaluate, refresh."""
     from uig_tasks.movielens import prepare, timeline
     from uig_tasks.pipeline import run_aggregate, run_ingest, table_summary
 
     config = _config(args)
-    steps = 4 if args.no_models else 7
+    steps = 4 if args.no_models else 8
     t0 = time.perf_counter()
     print(f"[1/{steps}] landing MovieLens-100k (from the installed recbole package) into {config.landing_dir}", flush=True)
     prepared = prepare(config.landing_dir)
@@ -301,7 +301,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"[{steps}/{steps}] tables under {config.delta_dir}", flush=True)
     rows = table_summary(config)
     _print_table(rows, ["table", "rows", "version", "last_operation"])
-    print(f"done in {time.perf_counter() - t0:.0f}s. Next: `uig tables`, `uig models`, `uig evaluate`, "
+    print(f"done in {time.perf_counter() - t0:.0f}s. Next: `uig user 1 --png user-1.png`, `uig recommend 1`, "
+          f"`uig models`, `uig evaluate`, "
           f"`mlflow ui --backend-store-uri sqlite:///{config.data_root.resolve() / 'mlflow' / 'mlflow.db'}`, "
           "or land more with `uig data prepare --day YYYY-MM-DD`.")
     return 0
@@ -309,6 +310,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_models(config: UigConfig, logical: datetime, steps: int) -> None:
     from uig_tasks.encode import run_encode
+    from uig_tasks.inspect import user_report
+    from uig_tasks.refresh import run_refresh
     from uig_tasks.train import evaluate_snapshot, run_train
 
     print(f"[4/{steps}] encoding the catalog with all-MiniLM-L6-v2 -> gold.item_embeddings", flush=True)
@@ -323,6 +326,14 @@ def _demo_models(config: UigConfig, logical: datetime, steps: int) -> None:
     results = evaluate_snapshot(config, result["snapshot"]["path"], ["uig-gcn", "most-popular"],
                                 progress=lambda message: print(f"      {message}", flush=True))
     _evaluation_table(results)
+    print(f"[7/{steps}] refreshing the user interest graph (gold.interest_edges) with @champion", flush=True)
+    refreshed = run_refresh(config, logical)
+    print(f"      {refreshed['mode']}: {refreshed['dirty_users']} users, {refreshed['edges_written']} edges "
+          f"in {refreshed['seconds']:.0f}s. A user's interests, e.g. `uig user 1`:", flush=True)
+    report = user_report(config, "1")
+    for kind in ("genre", "community", "item"):
+        for edge in report["interests"].get(kind, [])[:2]:
+            print(f"      {kind:<9} {edge['explanation']}", flush=True)
 
 
 # --- parser -----------------------------------------------------------------------------
@@ -406,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tables)
     p = sub.add_parser("quarantine", help="quarantined lines by reason")
     p.set_defaults(func=cmd_quarantine)
-    p = sub.add_parser("demo", help="the main job end to end: MovieLens-100k -> ingest -> aggregate -> encode -> train -> evaluate")
-    p.add_argument("--no-models", action="store_true", help="stop after the Delta tables (no encode/train/evaluate)")
+    p = sub.add_parser("demo", help="the main job end to end: MovieLens-100k -> ingest -> aggregate -> encode -> train "
+                                    "-> evaluate -> refresh the interest graph")
+    p.add_argument("--no-models", action="store_true", help="stop after the Delta tables (no encode/train/evaluate/refresh)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -65,7 +65,8 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
     upto = int(aggregated[C.LAST_BATCH_SEQ])
     previous = marks.get(PIPELINE)
     edges_table = io.read_table(spark, config, C.GOLD_INTEREST_EDGES)
-    other_model = edges_table.where(F.col(C.MODEL_VERSION) != str(version)).limit(1).count() > 0
+    active = edges_table.where(F.col(C.EDGE_STATUS) == "active")
+    other_model = active.where(F.col(C.MODEL_VERSION) != str(version)).limit(1).count() > 0
     if previous is None or other_model:
         full = True
 
@@ -121,7 +122,7 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
     schema = TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]
     rows = [tuple(_plain(v) for v in row) for row in edges[schema.fieldNames()].itertuples(index=False)]
     new_edges = spark.createDataFrame(rows, schema)
-    io.merge_interest_edges(spark, config, new_edges, dirty, as_of, str(version))
+    io.merge_interest_edges(spark, config, new_edges, dirty, as_of)
     history = TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames()
     io.merge_upsert(spark, config, C.GOLD_INTEREST_HISTORY, new_edges.select(*history),
                     [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True)

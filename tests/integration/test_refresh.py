@@ -133,7 +133,7 @@ def test_edges_that_fall_out_are_marked_dropped_then_deleted(spark, tmp_path) ->
         rows = [("u", "genre", g, g, w, r, f"{g} ←", "active", None, version, "p", as_of.replace(tzinfo=None),
                  as_of.replace(tzinfo=None)) for r, (g, w) in enumerate(weights.items(), start=1)]
         users = spark.createDataFrame([("u",)], [C.USER_KEY])
-        io.merge_interest_edges(spark, config, spark.createDataFrame(rows, schema), users, as_of, version)
+        io.merge_interest_edges(spark, config, spark.createDataFrame(rows, schema), users, as_of)
 
     def state() -> dict[str, tuple]:
         return {r[C.INTEREST_ID]: (r[C.EDGE_STATUS], r[C.WEIGHT], r[C.PREVIOUS_WEIGHT])
@@ -143,8 +143,11 @@ def test_edges_that_fall_out_are_marked_dropped_then_deleted(spark, tmp_path) ->
     assert state() == {"x": ("active", 0.5, None), "y": ("active", 0.3, None)}
     refresh(2, {"y": 0.4, "z": 0.2})
     assert state() == {"x": ("dropped", 0.0, 0.5), "y": ("active", 0.4, 0.3), "z": ("active", 0.2, None)}
-    refresh(2, {"y": 0.4, "z": 0.2})  # a retried refresh of the same as_of and model changes nothing
+    refresh(2, {"y": 0.4, "z": 0.2})  # a retried refresh of the same as_of changes nothing
     assert state() == {"x": ("dropped", 0.0, 0.5), "y": ("active", 0.4, 0.3), "z": ("active", 0.2, None)}
+    refresh(2, {"z": 0.3})  # recomputed differently at the same as_of (e.g. --full after a change): y drops
+    assert state() == {"x": ("dropped", 0.0, 0.5), "y": ("dropped", 0.0, 0.4), "z": ("active", 0.3, None)}
+    refresh(2, {"y": 0.4, "z": 0.2})
     refresh(3, {"y": 0.4, "z": 0.2})
     assert state() == {"y": ("active", 0.4, 0.4), "z": ("active", 0.2, 0.2)}
 
@@ -203,7 +206,8 @@ def test_moving_the_champion_re_materialises_every_user(spark, refreshed) -> Non
     registry.set_champion(config, other["version"], reason="test: newer model")
     moved = run_refresh(config)  # as of the last aggregate, the same as_of as the previous refresh
     assert moved["mode"] == "full" and moved["model_version"] == other["version"]
-    versions = {r[0] for r in io.read_table(spark, config, C.GOLD_INTEREST_EDGES).select(C.MODEL_VERSION).distinct().collect()}
+    active = io.read_table(spark, config, C.GOLD_INTEREST_EDGES).where(f"{C.EDGE_STATUS} = 'active'")
+    versions = {r[0] for r in active.select(C.MODEL_VERSION).distinct().collect()}
     assert versions == {str(other["version"])}
 
     registry.set_champion(config, 1, reason="test: rollback")

@@ -32,7 +32,7 @@ def topics() -> pd.DataFrame:
 
 def test_topic_weights_are_attention_shares_with_paths(scorer):
     user = UserHistory("alice", ("i0", "i1", "i2"), (2.0, 1.0, 1.0), verb="rated")
-    edges = interest_edges(scorer, [user], topics(), TITLES, InterestSettings(beta=0.0, top_items=1, candidates=1))
+    edges = interest_edges(scorer, [user], topics(), TITLES, InterestSettings(beta=0.0, top_items=1, candidates=1, max_entity_share=0.5))
     genres = edges[edges.interest_type == "genre"].set_index("interest_id")
     assert genres.loc["genre:A", "weight"] == pytest.approx(1.0) and genres.loc["genre:A", "rank"] == 1
     assert "genre:B" not in genres.index  # β = 0: only behaviour counts
@@ -98,6 +98,17 @@ def test_communities_are_interests_with_their_names(scorer):
 def test_one_entity_under_two_relations_is_two_interests(scorer):
     both = pd.concat([topics(), pd.DataFrame([("i0", "kg:m.dir1", "kg:actor")], columns=["item_id", "topic_id", "topic_type"])])
     user = UserHistory("e", ("i0", "i1"), (1.0, 1.0))
-    entities = interest_edges(scorer, [user], both, TITLES).query("interest_type == 'entity'")
+    entities = interest_edges(scorer, [user], both, TITLES, InterestSettings(max_entity_share=0.5)).query(
+        "interest_type == 'entity'")
     assert set(entities.interest_id) == {"kg:directed_by:m.dir1", "kg:actor:m.dir1"}
     assert set(entities.interest_name) == {"directed_by m.dir1", "actor m.dir1"}
+
+
+def test_entities_on_most_of_the_catalog_are_not_interests(scorer):
+    everywhere = pd.DataFrame([(i, "kg:m.english", "kg:language") for i in ITEMS], columns=["item_id", "topic_id", "topic_type"])
+    user = UserHistory("f", ("i0", "i1"), (1.0, 1.0))
+    ids = set(interest_edges(scorer, [user], pd.concat([topics(), everywhere]), TITLES,
+                             InterestSettings(max_entity_share=0.5)).interest_id)  # m.dir1 is on 3 of 12 items
+    assert "kg:directed_by:m.dir1" in ids and "kg:language:m.english" not in ids
+    kept = interest_edges(scorer, [user], pd.concat([topics(), everywhere]), TITLES, InterestSettings(max_entity_share=1.0))
+    assert "kg:language:m.english" in set(kept.interest_id)
