@@ -322,22 +322,6 @@ def markdown(rows: list[Row], data: Data, seeds: list[int], seconds: float) -> s
 
 
 TIE = 0.002  # validation NDCG@10 differences below this are treated as noise
-ALSO_TRIED = [
-    "Also tried on the validation window while designing (seed 0, 5–8 epochs without early stopping; "
-    "NDCG@10 all / warm; none is in the code any more):",
-    "",
-    "- user context of a training pair = all the user's *other* items (FISM's leave-one-out) instead of the strictly "
-    "earlier ones: 0.3586 / 0.1782 at the best α (0.05), below the strictly-earlier context's 0.3694 / 0.1971;",
-    "- half the negatives drawn by the day's decayed popularity: at best 0.3542 / 0.1683;",
-    "- context only from items more than 1 or 7 days earlier (no in-session co-occurrence): the personal term alone "
-    "improved (with the prior, α = 1: 0.3480 / 0.1533 vs 0.3207 / 0.0837) but the bias then duplicated the "
-    "popularity and the full score fell to 0.3250 / 0.1449;",
-    "- fold-in from the user's last 5 or 20 input items only: 0.3667 / 0.1908 and 0.3678 / 0.1933 at α = 0.05;",
-    "- item-KNN scores (max-normalised) added to the prior alone: every weight lowered it (0.3546 → 0.3466 at 0.25).",
-    "",
-    "So on this split a user's past taste adds little to what is popular *now*: the personal term earns only a small "
-    "α, and most of what training adds over the prior is the item bias learned against the contemporaneous prior.",
-]
 
 
 def selection_candidates(base: GCNTrainConfig) -> list[tuple[str, GCNTrainConfig]]:
@@ -389,8 +373,7 @@ def select(data: Data, quick: bool) -> str:
     decision = (f"within {TIE:g} of the defaults, which counts as a tie on 197 validation users: the defaults stay"
                 if gain < TIE else "more than the tie margin: make it the default and rerun")
     lines += ["", f"Rule: the highest validation NDCG@10 (all users) wins; a gain under {TIE:g} is a tie and keeps "
-              f"the defaults. Best here: `{best}` ({scores[best]:.4f}, {gain:+.4f} over the defaults) — {decision}.",
-              "", *ALSO_TRIED]
+              f"the defaults. Best here: `{best}` ({scores[best]:.4f}, {gain:+.4f} over the defaults) — {decision}."]
     return "\n".join(lines)
 
 

@@ -34,6 +34,12 @@ the prior at the validation start, i.e. the way the test window is scored.
 train window transfers poorly to the next window (returning users mostly rate what is new), so
 the validation window chose a small ``α``; ``λ``, the half-life and every other default were
 chosen there too (``bench/quality.py --select``), never on the test window.
+
+Design alternatives tried once on the validation window and dropped (no script re-runs them;
+seed 0, NDCG@10 all / warm): leave-one-out user context instead of strictly-earlier items
+(0.3586 / 0.1782 vs 0.3694 / 0.1971); negatives half drawn by decayed popularity (0.3542 / 0.1683);
+context only from items 1–7 days older (0.3250 / 0.1449); fold-in from the last 5 or 20 items
+(0.3667 / 0.1908, 0.3678 / 0.1933); item-KNN scores added to the prior (every weight lowered it).
 """
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ def merge_interest_edges(
         .whenMatchedUpdate(
             condition=F.col("s._action") == "drop",
             set={C.EDGE_STATUS: F.lit("dropped"), C.PREVIOUS_WEIGHT: F.col(f"t.{C.WEIGHT}"), C.WEIGHT: F.lit(0.0),
-                 C.RANK: F.lit(None).cast("int"), C.AS_OF: stamp, C.REFRESHED_AT: F.current_timestamp()},
+                 C.RANK: F.lit(None).cast("int"), C.AS_OF: stamp, C.REFRESHED_AT: stamp},
         )
         .whenMatchedUpdate(
             condition=F.col("s._action") == "upsert",

@@ -164,7 +164,7 @@ GOLD_INTEREST_EDGES = _s(
     (C.MODEL_VERSION, StringType()),
     (C.POLICY_VERSION, StringType()),
     (C.AS_OF, TimestampType()),
-    (C.REFRESHED_AT, TimestampType()),
+    (C.REFRESHED_AT, TimestampType()),  # the refresh's logical time (never the wall clock): reruns give equal rows
 )
 
 GOLD_INTEREST_COMMUNITIES = _s(

@@ -83,6 +83,7 @@ def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
     from spark_jobs import columns as C
     from spark_jobs import io
     from uig_tasks import registry
+    from uig_tasks.refresh import interest_inputs
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -106,12 +107,11 @@ def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
                 "history_items": len(items), "items": recs}
 
     scorer, version = registry.load_scorer(config, registry.CHAMPION_ALIAS)
-    titles = {r[C.ITEM_ID]: r[C.TITLE] for r in io.read_table(spark, config, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()}
-    topics = io.read_table(spark, config, C.GOLD_ITEM_TOPICS).select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE).toPandas()
+    topics, titles, names = interest_inputs(spark, config, scorer)
     if items:
         person = UserHistory(key, items, tuple(float(r[C.WEIGHT]) for r in history))
         edges = interest_edges(scorer, [person], topics, titles,
-                               InterestSettings(candidates=k, top_items=k, min_weight=0.0))
+                               InterestSettings(candidates=k, top_items=k, min_weight=0.0), topic_names=names)
         rows = edges[edges.interest_type == "item"].sort_values("rank")
         recs = [{"item_id": r.interest_id, "title": r.interest_name, "weight": r.weight,
                  "reason": r.explanation.split("← ", 1)[-1]} for r in rows.itertuples()]

@@ -38,10 +38,9 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
     Returns ``{mode, as_of, dirty_users, edges_written, model_version, seconds}``; ``mode`` is
     ``full``, ``incremental`` or ``noop`` (nothing new: no table is written).
     """
-    import pandas as pd
     from pyspark.sql import functions as F
 
-    from models.communities import Community, community_topics
+    from models.communities import Community
     from models.interests import UserHistory, interest_edges
     from spark_jobs import columns as C
     from spark_jobs import io
@@ -100,12 +99,7 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
         for user, group in affinity.groupby(C.USER_KEY, sort=True)
     ]
     communities = [Community.from_dict(c) for c in scorer.communities]
-    topics = pd.concat([
-        io.read_table(spark, config, C.GOLD_ITEM_TOPICS).select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE).toPandas(),
-        community_topics(communities),
-    ], ignore_index=True)
-    names = {f"community:{c.community_id}": c.name for c in communities}
-    titles = {r[C.ITEM_ID]: r[C.TITLE] for r in io.read_table(spark, config, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()}
+    topics, titles, names = interest_inputs(spark, config, scorer)
     log.info("refresh: %d dirty users (%s), model uig-gcn v%s", n_dirty, "all" if full else "incremental", version)
 
     if full:  # the model's communities become the community nodes of the graph
@@ -117,7 +111,7 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
     stamp = as_of.astimezone(timezone.utc).replace(tzinfo=None)
     edges = edges.assign(**{
         C.EDGE_STATUS: "active", C.PREVIOUS_WEIGHT: None, C.MODEL_VERSION: str(version),
-        C.POLICY_VERSION: POLICY_VERSION, C.AS_OF: stamp, C.REFRESHED_AT: datetime.now(timezone.utc).replace(tzinfo=None),
+        C.POLICY_VERSION: POLICY_VERSION, C.AS_OF: stamp, C.REFRESHED_AT: stamp,
     })
     schema = TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]
     rows = [tuple(_plain(v) for v in row) for row in edges[schema.fieldNames()].itertuples(index=False)]
@@ -134,6 +128,25 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
               "edges_written": len(edges), "model_version": version, "seconds": round(time.perf_counter() - t0, 3)}
     log.info("refresh done: %s", result)
     return result
+
+
+def interest_inputs(spark: Any, config: UigConfig, scorer: Any) -> tuple[Any, dict[str, str], dict[str, str]]:
+    """What :func:`models.interests.interest_edges` needs besides histories: item topics (catalog
+    topics plus the model's communities), item titles, and the display names of the communities."""
+    import pandas as pd
+
+    from models.communities import Community, community_topics
+    from spark_jobs import columns as C
+    from spark_jobs import io
+
+    communities = [Community.from_dict(c) for c in scorer.communities]
+    topics = pd.concat([
+        io.read_table(spark, config, C.GOLD_ITEM_TOPICS).select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE).toPandas(),
+        community_topics(communities),
+    ], ignore_index=True)
+    items = io.read_table(spark, config, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()
+    names = {f"community:{c.community_id}": c.name for c in communities}
+    return topics, {r[C.ITEM_ID]: r[C.TITLE] for r in items}, names
 
 
 def _plain(value: Any) -> Any:
