@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, measured, median, stamp, write_section  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
-from uig_tasks.timeutil import parse_time  # noqa: E402
+from uig_common.timeutil import parse_time  # noqa: E402
 
 
 @dataclass
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from uig_tasks.movielens import timeline
 
     work = Path(tempfile.mkdtemp(prefix="uig-bench-"))
-    spark = get_spark(UigConfig.from_env(data_root=work), "uig-bench")
+    spark = get_spark(UigConfig.from_env(data_root=work).spark, "uig-bench")
     ml_last = timeline()[-1]
     rows = bench_dataset(
         spark, "ml-100k", land_movielens, args.repeats, work, ml_last,

@@ -48,13 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print the tables, leave RESULTS.md alone")
     args = parser.parse_args(argv)
 
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs.io import get_spark, read_table
     from uig_tasks.encode import run_encode
     from uig_tasks.movielens import prepare, timeline
     from uig_tasks.pipeline import run_aggregate, run_ingest
     from uig_tasks.refresh import run_refresh
-    from uig_tasks.timeutil import parse_time
+    from uig_common.timeutil import parse_time
     from uig_tasks.train import evaluate_rolling, run_train
 
     work = Path(tempfile.mkdtemp(prefix="uig-bench-refresh-"))
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     with measured() as m:
         first = run_refresh(config, last)
     full_seconds = m.seconds
-    spark = get_spark(config)
-    edges = read_table(spark, config, C.GOLD_INTEREST_EDGES).count()
+    spark = get_spark(config.spark)
+    edges = read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).count()
     n_users = first["dirty_users"]
     print(f"  full refresh of {n_users} users: {m.seconds:.1f}s, {edges} edges", flush=True)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset
 
-from spark_jobs import columns as C
+from uig_common import names as C
 
 URI_SCHEME = "x-uig"
 

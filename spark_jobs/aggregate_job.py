@@ -16,12 +16,11 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs import io
 from spark_jobs.faults import crash_point
-from spark_jobs.schemas import OPS_WATERMARKS
+from spark_jobs.settings import AggregateSettings, Lake
 from spark_jobs.transforms.aggregate import dirty_users, item_topics, user_item_affinity, user_topic_affinity
-from uig_tasks.config import UigConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +38,29 @@ class AggregateResult:
         return asdict(self)
 
 
-def _refresh_item_topics(spark: SparkSession, config: UigConfig):
+def _refresh_item_topics(spark: SparkSession, lake: Lake, kg_min_items: int):
     """Rewrite gold.item_topics only when the catalog produces different edges."""
-    fresh = item_topics(io.read_table(spark, config, C.SILVER_ITEMS), kg_min_items=config.kg_min_items).persist()
-    stored = io.read_table(spark, config, C.GOLD_ITEM_TOPICS)
+    fresh = item_topics(io.read_table(spark, lake, C.SILVER_ITEMS), kg_min_items=kg_min_items).persist()
+    stored = io.read_table(spark, lake, C.GOLD_ITEM_TOPICS)
     cols = stored.columns
     if fresh.select(*cols).exceptAll(stored).count() or stored.exceptAll(fresh.select(*cols)).count():
-        io.overwrite(spark, config, C.GOLD_ITEM_TOPICS, fresh)
+        io.overwrite(spark, lake, C.GOLD_ITEM_TOPICS, fresh)
     fresh.unpersist()
-    return io.read_table(spark, config, C.GOLD_ITEM_TOPICS)
+    return io.read_table(spark, lake, C.GOLD_ITEM_TOPICS)
 
 
-def aggregate(spark: SparkSession, config: UigConfig, as_of: datetime, *, full: bool = False) -> AggregateResult:
-    events = io.read_table(spark, config, C.SILVER_EVENTS)
+def aggregate(
+    spark: SparkSession, lake: Lake, settings: AggregateSettings, as_of: datetime, *, full: bool = False
+) -> AggregateResult:
+    events = io.read_table(spark, lake, C.SILVER_EVENTS)
     last_seq = int(events.agg(F.max(C.BATCH_SEQ)).collect()[0][0] or 0)
-    wm_rows = io.read_table(spark, config, C.OPS_WATERMARKS).where(F.col(C.PIPELINE) == "aggregate").collect()
-    wm = wm_rows[0] if wm_rows else None
+    wm = io.read_watermarks(spark, lake).get(C.PIPELINE_AGGREGATE)
     previous_as_of = wm[C.AS_OF] if wm else None
     if wm is None or previous_as_of is None or as_of < previous_as_of.replace(tzinfo=timezone.utc):
         full = True  # first run, or going back in time: every user's window changes
 
-    topics = _refresh_item_topics(spark, config)
-    params = dict(as_of=as_of, half_life_days=config.half_life_days, weights=config.event_weights)
+    topics = _refresh_item_topics(spark, lake, settings.kg_min_items)
+    params = dict(as_of=as_of, half_life_days=settings.half_life_days, weights=settings.event_weights)
 
     dirty = None
     if not full:
@@ -69,21 +69,21 @@ def aggregate(spark: SparkSession, config: UigConfig, as_of: datetime, *, full: 
         ).persist()
         n_dirty = dirty.count()
         n_users = events.select(C.USER_KEY).distinct().count()
-        if n_dirty > config.max_dirty_fraction * n_users:
+        if n_dirty > settings.max_dirty_fraction * n_users:
             # MERGE-ing most rows costs more than rewriting them; the tables end up equal either way.
             log.info("aggregate: %d of %d users dirty (> %.0f%%): rewriting instead of merging",
-                     n_dirty, n_users, 100 * config.max_dirty_fraction)
+                     n_dirty, n_users, 100 * settings.max_dirty_fraction)
             dirty.unpersist()
             dirty, full = None, True
 
     if full:
         mode = "full"
         user_items = user_item_affinity(events, **params)
-        io.overwrite(spark, config, C.GOLD_USER_ITEM_AFFINITY, user_items)
+        io.overwrite(spark, lake, C.GOLD_USER_ITEM_AFFINITY, user_items)
         crash_point("after_user_item")
         io.overwrite(
-            spark, config, C.GOLD_USER_TOPIC_AFFINITY,
-            user_topic_affinity(io.read_table(spark, config, C.GOLD_USER_ITEM_AFFINITY), topics),
+            spark, lake, C.GOLD_USER_TOPIC_AFFINITY,
+            user_topic_affinity(io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY), topics),
         )
         n_dirty = events.select(C.USER_KEY).distinct().count()
     else:
@@ -92,24 +92,23 @@ def aggregate(spark: SparkSession, config: UigConfig, as_of: datetime, *, full: 
         if n_dirty:
             user_items = user_item_affinity(events.join(dirty, C.USER_KEY, "left_semi"), **params)
             io.replace_groups(
-                spark, config, C.GOLD_USER_ITEM_AFFINITY, user_items, [C.USER_KEY, C.ITEM_ID], C.USER_KEY, dirty
+                spark, lake, C.GOLD_USER_ITEM_AFFINITY, user_items, [C.USER_KEY, C.ITEM_ID], C.USER_KEY, dirty
             )
             crash_point("after_user_item")
-            fresh = io.read_table(spark, config, C.GOLD_USER_ITEM_AFFINITY).join(dirty, C.USER_KEY, "left_semi")
+            fresh = io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY).join(dirty, C.USER_KEY, "left_semi")
             io.replace_groups(
-                spark, config, C.GOLD_USER_TOPIC_AFFINITY, user_topic_affinity(fresh, topics),
+                spark, lake, C.GOLD_USER_TOPIC_AFFINITY, user_topic_affinity(fresh, topics),
                 [C.USER_KEY, C.TOPIC_ID, C.TOPIC_TYPE], C.USER_KEY, dirty,
             )
         dirty.unpersist()
 
-    wm_row = {C.PIPELINE: "aggregate", C.LAST_BATCH_SEQ: last_seq, C.MAX_EVENT_TS: None, C.AS_OF: as_of, C.UPDATED_AT: as_of}
-    io.merge_upsert(spark, config, C.OPS_WATERMARKS, spark.createDataFrame([wm_row], OPS_WATERMARKS), [C.PIPELINE])
+    io.write_watermark(spark, lake, C.PIPELINE_AGGREGATE, last_batch_seq=last_seq, as_of=as_of, updated_at=as_of)
     result = AggregateResult(
         mode=mode,
         as_of=as_of.isoformat(),
         dirty_users=n_dirty,
-        user_item_rows=io.read_table(spark, config, C.GOLD_USER_ITEM_AFFINITY).count(),
-        user_topic_rows=io.read_table(spark, config, C.GOLD_USER_TOPIC_AFFINITY).count(),
+        user_item_rows=io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY).count(),
+        user_topic_rows=io.read_table(spark, lake, C.GOLD_USER_TOPIC_AFFINITY).count(),
         last_batch_seq=last_seq,
     )
     log.info("aggregate done: %s", result)

@@ -17,10 +17,12 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs import columns as C
+from uig_common import names as C
+from uig_common.errors import InputError, UigError
 from spark_jobs import io
 from spark_jobs.faults import crash_point
-from spark_jobs.schemas import OPS_BATCHES, OPS_WATERMARKS
+from spark_jobs.schemas import OPS_BATCHES
+from spark_jobs.settings import IngestSettings, Lake
 from spark_jobs.transforms.catalog import items_from_landing, users_from_landing
 from spark_jobs.transforms.ingest import (
     bronze_rows,
@@ -30,7 +32,6 @@ from spark_jobs.transforms.ingest import (
     split_duplicates,
     to_silver_events,
 )
-from uig_tasks.config import UigConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ ITEMS_SUBDIR = "catalog/items"
 USERS_SUBDIR = "catalog/users"
 
 
-class BatchAccountingError(RuntimeError):
+class BatchAccountingError(UigError, RuntimeError):
     """raw != clean + quarantined + duplicates for a batch: a line was lost or counted twice."""
 
 
@@ -59,9 +60,9 @@ class BatchResult:
         return asdict(self)
 
 
-def landing_event_files(config: UigConfig) -> list[str]:
+def landing_event_files(landing_dir: Path) -> list[str]:
     """Event files under ``landing/events`` as sorted paths relative to the landing folder."""
-    root = config.landing_dir
+    root = landing_dir
     return sorted(str(p.relative_to(root)) for p in (root / EVENTS_SUBDIR).rglob("*.jsonl") if p.is_file())
 
 
@@ -77,64 +78,64 @@ def _latest_per_key(df: DataFrame, key: str) -> DataFrame:
     return df.withColumn("_r", F.row_number().over(w)).where("_r = 1").drop("_r", "_file")
 
 
-def ingest_catalog(spark: SparkSession, config: UigConfig, logical_time: datetime) -> dict[str, int]:
+def ingest_catalog(spark: SparkSession, lake: Lake, settings: IngestSettings, logical_time: datetime) -> dict[str, int]:
     """Upsert items and users (MERGE, updating a row only when its content hash changed)."""
     counts: dict[str, int] = {}
-    items_dir = config.landing_dir / ITEMS_SUBDIR
+    items_dir = settings.landing_dir / ITEMS_SUBDIR
     if list(items_dir.glob("*.jsonl")):
         schema = "item_id string, title string, genres array<string>, year int, entities array<struct<relation:string,entity_id:string>>"
         raw = spark.read.schema(schema).json(str(items_dir / "*.jsonl")).withColumn("_file", F.input_file_name())
         bad = raw.where(F.col(C.ITEM_ID).isNull() | F.col(C.TITLE).isNull()).count()
         if bad:
-            raise ValueError(f"{bad} item rows in {items_dir} have no item_id or title; fix the catalog files")
+            raise InputError(f"{bad} item rows in {items_dir} have no item_id or title; fix the catalog files")
         items = items_from_landing(_latest_per_key(raw, C.ITEM_ID), logical_time)
-        counts["items_changed"] = _upsert_changed(spark, config, C.SILVER_ITEMS, items, C.ITEM_ID)
-        counts["items"] = io.read_table(spark, config, C.SILVER_ITEMS).count()
-    users_dir = config.landing_dir / USERS_SUBDIR
+        counts["items_changed"] = _upsert_changed(spark, lake, C.SILVER_ITEMS, items, C.ITEM_ID)
+        counts["items"] = io.read_table(spark, lake, C.SILVER_ITEMS).count()
+    users_dir = settings.landing_dir / USERS_SUBDIR
     if list(users_dir.glob("*.jsonl")):
         schema = "user_id string, age int, gender string, occupation string, region string"
         raw = spark.read.schema(schema).json(str(users_dir / "*.jsonl")).withColumn("_file", F.input_file_name())
         raw = raw.where(F.col(C.USER_ID).isNotNull())
-        users = users_from_landing(_latest_per_key(raw, C.USER_ID), config.resolved_user_salt(), logical_time)
-        counts["users_changed"] = _upsert_changed(spark, config, C.SILVER_USERS, users, C.USER_KEY)
-        counts["users"] = io.read_table(spark, config, C.SILVER_USERS).count()
+        users = users_from_landing(_latest_per_key(raw, C.USER_ID), settings.user_salt, logical_time)
+        counts["users_changed"] = _upsert_changed(spark, lake, C.SILVER_USERS, users, C.USER_KEY)
+        counts["users"] = io.read_table(spark, lake, C.SILVER_USERS).count()
     return counts
 
 
 # --- events -----------------------------------------------------------------------------
-def _ingest_watermark(spark: SparkSession, config: UigConfig) -> datetime | None:
+def _ingest_watermark(spark: SparkSession, lake: Lake) -> datetime | None:
     """Newest event time of all committed batches (the ``ingest`` row of ops.watermarks mirrors it)."""
-    batches = io.read_table(spark, config, C.OPS_BATCHES).where(F.col(C.STATUS) == "committed")
+    batches = io.read_table(spark, lake, C.OPS_BATCHES).where(F.col(C.STATUS) == C.BATCH_COMMITTED)
     return batches.agg(F.max(C.MAX_EVENT_TS)).collect()[0][0]
 
 
-def _write_batch_row(spark: SparkSession, config: UigConfig, row: dict[str, object]) -> None:
+def _write_batch_row(spark: SparkSession, lake: Lake, row: dict[str, object]) -> None:
     full = {name: row.get(name) for name in OPS_BATCHES.fieldNames()}
     df = spark.createDataFrame([full], OPS_BATCHES)
-    io.merge_upsert(spark, config, C.OPS_BATCHES, df, [C.BATCH_ID])
+    io.merge_upsert(spark, lake, C.OPS_BATCHES, df, [C.BATCH_ID])
 
 
-def _upsert_changed(spark: SparkSession, config: UigConfig, table: str, rows: DataFrame, key: str) -> int:
+def _upsert_changed(spark: SparkSession, lake: Lake, table: str, rows: DataFrame, key: str) -> int:
     """MERGE only rows whose content hash differs from what is stored; returns how many."""
-    stored = io.read_table(spark, config, table).select(key, C.CONTENT_HASH)
+    stored = io.read_table(spark, lake, table).select(key, C.CONTENT_HASH)
     changed = rows.join(stored, [key, C.CONTENT_HASH], "left_anti").persist()
     n = changed.count()
     if n:
-        io.merge_upsert(spark, config, table, changed, [key])
+        io.merge_upsert(spark, lake, table, changed, [key])
     changed.unpersist()
     return n
 
 
-def ingest_events(spark: SparkSession, config: UigConfig, logical_time: datetime) -> list[BatchResult]:
+def ingest_events(spark: SparkSession, lake: Lake, settings: IngestSettings, logical_time: datetime) -> list[BatchResult]:
     """Resume any unfinished batch, then ingest the landing files never seen before as one batch."""
-    batches = io.read_table(spark, config, C.OPS_BATCHES).collect()
+    batches = io.read_table(spark, lake, C.OPS_BATCHES).collect()
     results: list[BatchResult] = []
-    for row in sorted((b for b in batches if b[C.STATUS] != "committed"), key=lambda b: b[C.BATCH_SEQ]):
+    for row in sorted((b for b in batches if b[C.STATUS] != C.BATCH_COMMITTED), key=lambda b: b[C.BATCH_SEQ]):
         log.warning("resuming unfinished batch %s (%d files)", row[C.BATCH_ID], len(row[C.FILES]))
-        results.append(_run_batch(spark, config, row.asDict(), resumed=True))
+        results.append(_run_batch(spark, lake, settings, row.asDict(), resumed=True))
 
     seen = {f for b in batches for f in b[C.FILES]}
-    new_files = [f for f in landing_event_files(config) if f not in seen]
+    new_files = [f for f in landing_event_files(settings.landing_dir) if f not in seen]
     if not new_files:
         log.info("no new landing files")
         return results
@@ -143,49 +144,49 @@ def ingest_events(spark: SparkSession, config: UigConfig, logical_time: datetime
         C.BATCH_SEQ: max((b[C.BATCH_SEQ] for b in batches), default=0) + 1,
         C.LOGICAL_TIME: logical_time,
         C.FILES: new_files,
-        C.STATUS: "started",
-        C.MAX_EVENT_TS + "_before": _ingest_watermark(spark, config),
+        C.STATUS: C.BATCH_STARTED,
+        C.MAX_EVENT_TS + "_before": _ingest_watermark(spark, lake),
     }
-    _write_batch_row(spark, config, batch)
+    _write_batch_row(spark, lake, batch)
     crash_point("after_register")
-    results.append(_run_batch(spark, config, batch, resumed=False))
+    results.append(_run_batch(spark, lake, settings, batch, resumed=False))
     return results
 
 
-def _run_batch(spark: SparkSession, config: UigConfig, batch: dict, resumed: bool) -> BatchResult:
+def _run_batch(spark: SparkSession, lake: Lake, settings: IngestSettings, batch: dict, resumed: bool) -> BatchResult:
     batch_id, seq = batch[C.BATCH_ID], int(batch[C.BATCH_SEQ])
     logical_time: datetime = batch[C.LOGICAL_TIME]
     files: list[str] = list(batch[C.FILES])
     in_batch = F.col(C.BATCH_ID) == F.lit(batch_id)
     where_batch = f"{C.BATCH_ID} = '{batch_id}'"
-    landing = str(config.landing_dir.resolve())
+    landing = str(settings.landing_dir.resolve())
     log.info("batch %s (seq %d): %d files", batch_id, seq, len(files))
 
     # 1. bronze: every line as received.
     raw_files = spark.read.format("binaryFile").load([str(Path(landing) / f) for f in files])
-    io.overwrite(spark, config, C.BRONZE_EVENTS_RAW, bronze_rows(raw_files, batch_id, logical_time, landing), where_batch)
+    io.overwrite(spark, lake, C.BRONZE_EVENTS_RAW, bronze_rows(raw_files, batch_id, logical_time, landing), where_batch)
     crash_point("after_bronze")
 
     # 2. validate, pseudonymise, check items.
-    bronze = io.read_table(spark, config, C.BRONZE_EVENTS_RAW).where(in_batch)
+    bronze = io.read_table(spark, lake, C.BRONZE_EVENTS_RAW).where(in_batch)
     parsed = parse_events(
         bronze,
-        user_salt=config.resolved_user_salt(),
+        user_salt=settings.user_salt,
         logical_time=logical_time,
-        max_line_bytes=config.max_line_bytes,
-        future_tolerance_seconds=config.future_tolerance_seconds,
+        max_line_bytes=settings.max_line_bytes,
+        future_tolerance_seconds=settings.future_tolerance_seconds,
     )
-    flagged = flag_unknown_items(parsed, io.read_table(spark, config, C.SILVER_ITEMS)).persist()
+    flagged = flag_unknown_items(parsed, io.read_table(spark, lake, C.SILVER_ITEMS)).persist()
     try:
-        io.overwrite(spark, config, C.SILVER_QUARANTINE, quarantine_rows(flagged, bronze, logical_time), where_batch)
+        io.overwrite(spark, lake, C.SILVER_QUARANTINE, quarantine_rows(flagged, bronze, logical_time), where_batch)
         crash_point("after_quarantine")
 
         # 3. de-duplicate against this batch and every earlier one, then insert.
         valid = flagged.where(F.col(C.REASON).isNull())
-        clean, duplicates = split_duplicates(valid, io.read_table(spark, config, C.SILVER_EVENTS), batch_id)
+        clean, duplicates = split_duplicates(valid, io.read_table(spark, lake, C.SILVER_EVENTS), batch_id)
         io.overwrite(
             spark,
-            config,
+            lake,
             C.SILVER_DUPLICATES,
             duplicates.withColumn(C.INGESTED_AT, F.lit(logical_time).cast("timestamp")),
             where_batch,
@@ -194,21 +195,21 @@ def _run_batch(spark: SparkSession, config: UigConfig, batch: dict, resumed: boo
         silver = to_silver_events(
             clean, batch_seq=seq, ingested_at=logical_time, watermark_before=batch.get(C.MAX_EVENT_TS + "_before")
         )
-        io.merge_upsert(spark, config, C.SILVER_EVENTS, silver, [C.EVENT_ID], insert_only=True)
+        io.merge_upsert(spark, lake, C.SILVER_EVENTS, silver, [C.EVENT_ID], insert_only=True)
         crash_point("after_silver")
     finally:
         flagged.unpersist()
 
     # 4. account for every line, from what the tables now hold.
-    n_raw = io.read_table(spark, config, C.BRONZE_EVENTS_RAW).where(in_batch).count()
-    stored = io.read_table(spark, config, C.SILVER_EVENTS).where(in_batch)
+    n_raw = io.read_table(spark, lake, C.BRONZE_EVENTS_RAW).where(in_batch).count()
+    stored = io.read_table(spark, lake, C.SILVER_EVENTS).where(in_batch)
     agg = stored.agg(F.count("*").alias("n"), F.sum(F.col(C.IS_LATE).cast("long")).alias("late"), F.max(C.TS).alias("mx")).collect()[0]
     n_clean, n_late, max_ts = int(agg["n"]), int(agg["late"] or 0), agg["mx"]
-    n_quarantined = io.read_table(spark, config, C.SILVER_QUARANTINE).where(in_batch).count()
-    n_duplicates = io.read_table(spark, config, C.SILVER_DUPLICATES).where(in_batch).count()
+    n_quarantined = io.read_table(spark, lake, C.SILVER_QUARANTINE).where(in_batch).count()
+    n_duplicates = io.read_table(spark, lake, C.SILVER_DUPLICATES).where(in_batch).count()
     counts = {C.N_RAW: n_raw, C.N_CLEAN: n_clean, C.N_QUARANTINED: n_quarantined, C.N_DUPLICATES: n_duplicates, C.N_LATE: n_late}
     if n_raw != n_clean + n_quarantined + n_duplicates:
-        _write_batch_row(spark, config, {**batch, **counts, C.STATUS: "accounting_failed", C.MAX_EVENT_TS: max_ts})
+        _write_batch_row(spark, lake, {**batch, **counts, C.STATUS: C.BATCH_ACCOUNTING_FAILED, C.MAX_EVENT_TS: max_ts})
         raise BatchAccountingError(
             f"batch {batch_id}: raw={n_raw} but clean={n_clean} + quarantined={n_quarantined} + "
             f"duplicates={n_duplicates} = {n_clean + n_quarantined + n_duplicates}. "
@@ -217,10 +218,10 @@ def _run_batch(spark: SparkSession, config: UigConfig, batch: dict, resumed: boo
         )
 
     # 5. commit the batch, then move the ingest watermark.
-    _write_batch_row(spark, config, {**batch, **counts, C.STATUS: "committed", C.MAX_EVENT_TS: max_ts})
+    _write_batch_row(spark, lake, {**batch, **counts, C.STATUS: C.BATCH_COMMITTED, C.MAX_EVENT_TS: max_ts})
     crash_point("after_commit")
-    wm = {C.PIPELINE: "ingest", C.LAST_BATCH_SEQ: seq, C.MAX_EVENT_TS: _ingest_watermark(spark, config), C.AS_OF: None, C.UPDATED_AT: logical_time}
-    io.merge_upsert(spark, config, C.OPS_WATERMARKS, spark.createDataFrame([wm], OPS_WATERMARKS), [C.PIPELINE])
+    io.write_watermark(spark, lake, C.PIPELINE_INGEST, last_batch_seq=seq,
+                       max_event_ts=_ingest_watermark(spark, lake), updated_at=logical_time)
     result = BatchResult(batch_id, seq, len(files), n_raw, n_clean, n_quarantined, n_duplicates, n_late, resumed)
     log.info("batch %s committed: %s", batch_id, result)
     return result

@@ -14,18 +14,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs.schemas import TABLE_PARTITIONS, TABLE_SCHEMAS
+
+from spark_jobs.settings import Lake, SparkSettings
+from uig_common.errors import UigError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from uig_tasks.config import UigConfig
-
 log = logging.getLogger(__name__)
 
 
-class SparkSetupError(RuntimeError):
+class SparkSetupError(UigError, RuntimeError):
     """Spark cannot start with Delta (usually: the install step has not resolved the jars)."""
 
 
@@ -39,7 +40,7 @@ def delta_jars(jars_dir: Path) -> list[str]:
     return jars
 
 
-def get_spark(config: "UigConfig", app_name: str = "uig") -> "SparkSession":
+def get_spark(settings: SparkSettings, app_name: str = "uig") -> "SparkSession":
     """A SparkSession with Delta enabled, sized for the configured master (reused if running)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python workers must run the same interpreter (and so see the same packages) as the driver.
@@ -58,20 +59,20 @@ def get_spark(config: "UigConfig", app_name: str = "uig") -> "SparkSession":
         return active
     builder = (
         SparkSession.builder.appName(app_name)
-        .master(config.spark_master)
-        .config("spark.jars", ",".join(delta_jars(config.spark_jars_dir)))
+        .master(settings.master)
+        .config("spark.jars", ",".join(delta_jars(settings.jars_dir)))
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", str(config.spark_shuffle_partitions))
-        .config("spark.default.parallelism", str(config.spark_shuffle_partitions))
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.default.parallelism", str(settings.shuffle_partitions))
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.memory", config.spark_driver_memory)
+        .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.warehouse.dir", str((config.data_root / "spark-warehouse").resolve()))
-        .config("spark.driver.extraJavaOptions", "-Dderby.system.home=" + str(config.data_root.resolve()))
+        .config("spark.sql.warehouse.dir", str((settings.work_dir / "spark-warehouse").resolve()))
+        .config("spark.driver.extraJavaOptions", "-Dderby.system.home=" + str(settings.work_dir.resolve()))
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -88,9 +89,9 @@ def table_exists(spark: "SparkSession", path: str) -> bool:
 _KNOWN_TABLES: set[str] = set()  # paths already checked in this process (saves a JVM round trip)
 
 
-def ensure_table(spark: "SparkSession", config: "UigConfig", table: str) -> str:
+def ensure_table(spark: "SparkSession", lake: Lake, table: str) -> str:
     """Create ``table`` empty with its contract schema if it does not exist; return its path."""
-    path = config.table_path(table)
+    path = lake.path(table)
     if path in _KNOWN_TABLES and Path(path, "_delta_log").is_dir():
         return path
     if not table_exists(spark, path):
@@ -103,22 +104,22 @@ def ensure_table(spark: "SparkSession", config: "UigConfig", table: str) -> str:
     return path
 
 
-def read_table(spark: "SparkSession", config: "UigConfig", table: str) -> "DataFrame":
-    return spark.read.format("delta").load(ensure_table(spark, config, table))
+def read_table(spark: "SparkSession", lake: Lake, table: str) -> "DataFrame":
+    return spark.read.format("delta").load(ensure_table(spark, lake, table))
 
 
-def table_version(spark: "SparkSession", config: "UigConfig", table: str) -> int:
+def table_version(spark: "SparkSession", lake: Lake, table: str) -> int:
     from delta.tables import DeltaTable
 
-    dt = DeltaTable.forPath(spark, ensure_table(spark, config, table))
+    dt = DeltaTable.forPath(spark, ensure_table(spark, lake, table))
     return int(dt.history(1).collect()[0]["version"])
 
 
 def overwrite(
-    spark: "SparkSession", config: "UigConfig", table: str, df: "DataFrame", replace_where: str | None = None
+    spark: "SparkSession", lake: Lake, table: str, df: "DataFrame", replace_where: str | None = None
 ) -> None:
     """Replace the whole table, or only the rows matching ``replace_where``, in one commit."""
-    path = ensure_table(spark, config, table)
+    path = ensure_table(spark, lake, table)
     writer = df.select(*TABLE_SCHEMAS[table].fieldNames()).write.format("delta").mode("overwrite")
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
@@ -129,7 +130,7 @@ def overwrite(
 
 def merge_upsert(
     spark: "SparkSession",
-    config: "UigConfig",
+    lake: Lake,
     table: str,
     df: "DataFrame",
     keys: Iterable[str],
@@ -144,7 +145,7 @@ def merge_upsert(
     """
     from delta.tables import DeltaTable
 
-    path = ensure_table(spark, config, table)
+    path = ensure_table(spark, lake, table)
     cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
     merge = DeltaTable.forPath(spark, path).alias("t").merge(
         df.select(*TABLE_SCHEMAS[table].fieldNames()).alias("s"), cond
@@ -156,7 +157,7 @@ def merge_upsert(
 
 def replace_groups(
     spark: "SparkSession",
-    config: "UigConfig",
+    lake: Lake,
     table: str,
     new_rows: "DataFrame",
     keys: list[str],
@@ -171,7 +172,7 @@ def replace_groups(
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    path = ensure_table(spark, config, table)
+    path = ensure_table(spark, lake, table)
     target = spark.read.format("delta").load(path)
     cols = TABLE_SCHEMAS[table].fieldNames()
     stale = (
@@ -199,7 +200,7 @@ def replace_groups(
 
 
 def merge_interest_edges(
-    spark: "SparkSession", config: "UigConfig", new_edges: "DataFrame", users: "DataFrame", as_of: "datetime"
+    spark: "SparkSession", lake: Lake, new_edges: "DataFrame", users: "DataFrame", as_of: "datetime"
 ) -> None:
     """Make ``gold.interest_edges`` of ``users`` equal ``new_edges`` (all stamped ``as_of``), in ONE commit.
 
@@ -214,12 +215,12 @@ def merge_interest_edges(
     from pyspark.sql import functions as F
 
     table = C.GOLD_INTEREST_EDGES
-    path = ensure_table(spark, config, table)
+    path = ensure_table(spark, lake, table)
     cols = TABLE_SCHEMAS[table].fieldNames()
     keys = [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID]
     current = spark.read.format("delta").load(path).join(users.select(C.USER_KEY).distinct(), C.USER_KEY, "left_semi")
     gone = current.select(*keys, C.EDGE_STATUS).join(new_edges.select(*keys), keys, "left_anti")
-    out = gone.select(*keys, F.when(F.col(C.EDGE_STATUS) == "active", "drop").otherwise("delete").alias("_action"))
+    out = gone.select(*keys, F.when(F.col(C.EDGE_STATUS) == C.EDGE_ACTIVE, "drop").otherwise("delete").alias("_action"))
     for c in cols:
         if c not in keys:
             out = out.withColumn(c, F.lit(None).cast(TABLE_SCHEMAS[table][c].dataType))
@@ -233,27 +234,50 @@ def merge_interest_edges(
         .whenMatchedDelete(condition=(F.col("s._action") == "delete") & ~same_run)
         .whenMatchedUpdate(
             condition=F.col("s._action") == "drop",
-            set={C.EDGE_STATUS: F.lit("dropped"), C.PREVIOUS_WEIGHT: F.col(f"t.{C.WEIGHT}"), C.WEIGHT: F.lit(0.0),
+            set={C.EDGE_STATUS: F.lit(C.EDGE_DROPPED), C.PREVIOUS_WEIGHT: F.col(f"t.{C.WEIGHT}"), C.WEIGHT: F.lit(0.0),
                  C.RANK: F.lit(None).cast("int"), C.AS_OF: stamp, C.REFRESHED_AT: stamp},
         )
         .whenMatchedUpdate(
             condition=F.col("s._action") == "upsert",
             set={**{c: F.col(f"s.`{c}`") for c in cols if c != C.PREVIOUS_WEIGHT},
                  C.PREVIOUS_WEIGHT: F.when(same_run, F.col(f"t.{C.PREVIOUS_WEIGHT}"))
-                 .when(F.col(f"t.{C.EDGE_STATUS}") == "active", F.col(f"t.{C.WEIGHT}"))},
+                 .when(F.col(f"t.{C.EDGE_STATUS}") == C.EDGE_ACTIVE, F.col(f"t.{C.WEIGHT}"))},
         )
         .whenNotMatchedInsert(condition=F.col("s._action") == "upsert", values={c: F.col(f"s.`{c}`") for c in cols})
         .execute()
     )
 
 
-def table_summary(spark: "SparkSession", config: "UigConfig") -> list[dict[str, object]]:
+def read_watermarks(spark: "SparkSession", lake: Lake) -> dict[str, dict[str, object]]:
+    """Every row of ``ops.watermarks`` by pipeline name (``ingest``, ``aggregate``, ``refresh``)."""
+    return {r[C.PIPELINE]: r.asDict() for r in read_table(spark, lake, C.OPS_WATERMARKS).collect()}
+
+
+def write_watermark(
+    spark: "SparkSession",
+    lake: Lake,
+    pipeline: str,
+    *,
+    last_batch_seq: int,
+    updated_at: datetime,
+    max_event_ts: datetime | None = None,
+    as_of: datetime | None = None,
+) -> None:
+    """Move ``pipeline``'s watermark (one MERGE on the pipeline name)."""
+    from spark_jobs.schemas import OPS_WATERMARKS
+
+    row = {C.PIPELINE: pipeline, C.LAST_BATCH_SEQ: int(last_batch_seq), C.MAX_EVENT_TS: max_event_ts,
+           C.AS_OF: as_of, C.UPDATED_AT: updated_at}
+    merge_upsert(spark, lake, C.OPS_WATERMARKS, spark.createDataFrame([row], OPS_WATERMARKS), [C.PIPELINE])
+
+
+def table_summary(spark: "SparkSession", lake: Lake) -> list[dict[str, object]]:
     """Row count, Delta version and last operation of every table that exists."""
     from delta.tables import DeltaTable
 
     rows = []
     for table in C.ALL_TABLES:
-        path = config.table_path(table)
+        path = lake.path(table)
         if not table_exists(spark, path):
             rows.append({"table": table, "rows": None, "version": None, "last_operation": "(absent)"})
             continue

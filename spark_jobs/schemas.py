@@ -17,7 +17,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from spark_jobs import columns as C
+from uig_common import names as C
 
 
 def _s(*fields: tuple[str, object]) -> StructType:

@@ -23,7 +23,7 @@ THIRD_DAY = date(1997, 9, 22)
 def spark(tmp_path_factory: pytest.TempPathFactory):
     from spark_jobs.io import get_spark
 
-    session = get_spark(UigConfig.from_env(data_root=tmp_path_factory.mktemp("spark-home")), "uig-tests")
+    session = get_spark(UigConfig.from_env(data_root=tmp_path_factory.mktemp("spark-home")).spark, "uig-tests")
     yield session
     session.stop()
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from uig_tasks.config import UigConfig
-from uig_tasks.timeutil import parse_time
+from uig_common.timeutil import parse_time
 
 #: Airflow params that map onto ``UigConfig`` fields (None means "keep the env / default").
 CONFIG_PARAMS = ("data_root", "half_life_days", "gate_margin")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from uig_tasks.config import ConfigError, UigConfig
-from uig_tasks.timeutil import parse_time
+from uig_common.timeutil import parse_time
 
 log = logging.getLogger("uig")
 _OWN_PACKAGES = {"uig_tasks", "models", "spark_jobs"}

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from spark_jobs.settings import AggregateSettings, IngestSettings, Lake, SparkSettings
+from uig_common.errors import InputError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value is missing or invalid."""
 
 
@@ -58,12 +61,38 @@ class UigConfig:
     def delta_dir(self) -> Path:
         return self.data_root / "delta"
 
-    def table_path(self, table: str) -> str:
-        """Filesystem path of a Delta table named ``layer.name`` (e.g. ``silver.events``)."""
-        layer, _, name = table.partition(".")
-        if not layer or not name:
-            raise ConfigError(f"table name must look like 'layer.name', got {table!r}")
-        return str((self.delta_dir / layer / name).resolve())
+    # --- the narrow values handed to the lower layers ---------------------------------
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.delta_dir)
+
+    @property
+    def spark(self) -> SparkSettings:
+        return SparkSettings(
+            master=self.spark_master,
+            jars_dir=self.spark_jars_dir,
+            shuffle_partitions=self.spark_shuffle_partitions,
+            driver_memory=self.spark_driver_memory,
+            work_dir=self.data_root,
+        )
+
+    def ingest_settings(self) -> IngestSettings:
+        """Ingestion inputs, the user salt resolved here (see :meth:`resolved_user_salt`)."""
+        return IngestSettings(
+            landing_dir=self.landing_dir,
+            user_salt=self.resolved_user_salt(),
+            max_line_bytes=self.max_line_bytes,
+            future_tolerance_seconds=self.future_tolerance_seconds,
+        )
+
+    @property
+    def aggregate_settings(self) -> AggregateSettings:
+        return AggregateSettings(
+            half_life_days=self.half_life_days,
+            event_weights=self.event_weights,
+            kg_min_items=self.kg_min_items,
+            max_dirty_fraction=self.max_dirty_fraction,
+        )
 
     # --- construction ------------------------------------------------------------------
     @classmethod

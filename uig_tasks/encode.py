@@ -38,7 +38,7 @@ def run_encode(config: UigConfig, encoded_at: datetime, batch_size: int = 64) ->
     """
     from pyspark.sql import functions as F
 
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs.io import get_spark, merge_upsert, read_table
     from spark_jobs.schemas import GOLD_ITEM_EMBEDDINGS
 
@@ -48,15 +48,15 @@ def run_encode(config: UigConfig, encoded_at: datetime, batch_size: int = 64) ->
         raise EncoderInputError(f"batch_size must be >= 1, got {batch_size}")
     t0 = time.perf_counter()
     version = item_encoder_version()
-    spark = get_spark(config, "uig-encode")
+    spark = get_spark(config.spark, "uig-encode")
     items = (
-        read_table(spark, config, C.SILVER_ITEMS)
+        read_table(spark, config.lake, C.SILVER_ITEMS)
         .select(C.ITEM_ID, C.TITLE, C.GENRES, C.YEAR, C.ENTITIES, C.CONTENT_HASH)
         .toPandas()
     )
     stored = {
         r[C.ITEM_ID]: r[C.CONTENT_HASH]
-        for r in read_table(spark, config, C.GOLD_ITEM_EMBEDDINGS)
+        for r in read_table(spark, config.lake, C.GOLD_ITEM_EMBEDDINGS)
         .where(F.col(C.ENCODER_VERSION) == version)
         .select(C.ITEM_ID, C.CONTENT_HASH)
         .collect()
@@ -105,7 +105,7 @@ def run_encode(config: UigConfig, encoded_at: datetime, batch_size: int = 64) ->
         }
     )
     df = spark.createDataFrame(rows, GOLD_ITEM_EMBEDDINGS)
-    merge_upsert(spark, config, C.GOLD_ITEM_EMBEDDINGS, df, [C.ITEM_ID, C.ENCODER_VERSION])
+    merge_upsert(spark, config.lake, C.GOLD_ITEM_EMBEDDINGS, df, [C.ITEM_ID, C.ENCODER_VERSION])
     result.update(
         device=encoder.device,
         encode_seconds=round(encode_seconds, 3),
@@ -126,14 +126,14 @@ def load_item_embeddings(
     """
     from pyspark.sql import functions as F
 
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs.io import read_table
 
     from models.text_encoder import item_encoder_version
 
     version = encoder_version or item_encoder_version()
     pdf = (
-        read_table(spark, config, C.GOLD_ITEM_EMBEDDINGS)
+        read_table(spark, config.lake, C.GOLD_ITEM_EMBEDDINGS)
         .where(F.col(C.ENCODER_VERSION) == version)
         .select(C.ITEM_ID, C.EMBEDDING)
         .toPandas()

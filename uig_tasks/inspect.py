@@ -19,11 +19,11 @@ def _resolve_user(spark, config: UigConfig, user: str) -> tuple[str, Any]:
     """(user_key, last event time) of a raw user id or a user_key; UnknownUserError if neither is known."""
     from pyspark.sql import functions as F
 
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs import io
     from spark_jobs.transforms.lines import pseudonymise_user_id
 
-    events = io.read_table(spark, config, C.SILVER_EVENTS)
+    events = io.read_table(spark, config.lake, C.SILVER_EVENTS)
     for key in (pseudonymise_user_id(config.resolved_user_salt(), user), user):
         last = events.where(F.col(C.USER_KEY) == key).agg(F.max(C.TS)).collect()[0][0]
         if last is not None:
@@ -35,12 +35,12 @@ def user_report(config: UigConfig, user: str) -> dict[str, Any]:
     """The user's interest edges grouped by type, with their change since the previous refresh."""
     from pyspark.sql import functions as F
 
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs import io
 
-    spark = io.get_spark(config, "uig-user")
+    spark = io.get_spark(config.spark, "uig-user")
     key, last = _resolve_user(spark, config, user)
-    rows = [r.asDict() for r in io.read_table(spark, config, C.GOLD_INTEREST_EDGES).where(F.col(C.USER_KEY) == key).collect()]
+    rows = [r.asDict() for r in io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).where(F.col(C.USER_KEY) == key).collect()]
     interests: dict[str, list[dict[str, Any]]] = {}
     for row in sorted(rows, key=lambda r: (r[C.INTEREST_TYPE], r[C.RANK] is None, r[C.RANK] or 0, r[C.INTEREST_ID])):
         interests.setdefault(row[C.INTEREST_TYPE], []).append({
@@ -80,22 +80,22 @@ def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     from models.interests import InterestSettings, UserHistory, interest_edges
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs import io
     from uig_tasks import registry
     from uig_tasks.refresh import interest_inputs
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    spark = io.get_spark(config, "uig-recommend")
+    spark = io.get_spark(config.spark, "uig-recommend")
     key, _ = _resolve_user(spark, config, user)
     stored = (
-        io.read_table(spark, config, C.GOLD_INTEREST_EDGES)
-        .where((F.col(C.USER_KEY) == key) & (F.col(C.INTEREST_TYPE) == "item") & (F.col(C.EDGE_STATUS) == "active"))
+        io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES)
+        .where((F.col(C.USER_KEY) == key) & (F.col(C.INTEREST_TYPE) == "item") & (F.col(C.EDGE_STATUS) == C.EDGE_ACTIVE))
         .orderBy(C.RANK).collect()
     )
     history = (
-        io.read_table(spark, config, C.GOLD_USER_ITEM_AFFINITY).where(F.col(C.USER_KEY) == key)
+        io.read_table(spark, config.lake, C.GOLD_USER_ITEM_AFFINITY).where(F.col(C.USER_KEY) == key)
         .select(C.ITEM_ID, C.WEIGHT).orderBy(F.desc(C.WEIGHT), C.ITEM_ID).collect()
     )
     items = tuple(r[C.ITEM_ID] for r in history)
@@ -126,11 +126,11 @@ def interest_history(config: UigConfig, user_key: str) -> list[dict[str, Any]]:
     """Every recorded (interest, as_of, weight) of one user, oldest first."""
     from pyspark.sql import functions as F
 
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs import io
 
-    spark = io.get_spark(config, "uig-user")
-    rows = io.read_table(spark, config, C.GOLD_INTEREST_HISTORY).where(F.col(C.USER_KEY) == user_key).collect()
+    spark = io.get_spark(config.spark, "uig-user")
+    rows = io.read_table(spark, config.lake, C.GOLD_INTEREST_HISTORY).where(F.col(C.USER_KEY) == user_key).collect()
     return sorted((r.asDict() for r in rows), key=lambda r: (r[C.AS_OF], r[C.INTEREST_TYPE], r[C.INTEREST_ID]))
 
 

@@ -198,7 +198,7 @@ def land_next_day(landing_dir: Path, ml_dir: Path | None = None) -> dict[str, ob
 def end_of_replayed_day(landed: dict[str, object]) -> datetime:
     """The "as of" time of a replay step: the end (UTC) of the day :func:`land_next_day` landed,
     or of the last MovieLens day once the replay is complete."""
-    from uig_tasks.timeutil import parse_time
+    from uig_common.timeutil import parse_time
 
     day = landed.get("day") or timeline()[-1].isoformat()
     return parse_time(str(day), end_of_day=True)

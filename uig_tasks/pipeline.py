@@ -18,9 +18,10 @@ def run_ingest(config: UigConfig, logical_time: datetime) -> dict[str, object]:
     from spark_jobs.ingest_job import ingest_catalog, ingest_events
     from spark_jobs.io import get_spark
 
-    spark = get_spark(config, "uig-ingest")
-    catalog = ingest_catalog(spark, config, logical_time)
-    batches = [b.as_dict() for b in ingest_events(spark, config, logical_time)]
+    spark = get_spark(config.spark, "uig-ingest")
+    settings = config.ingest_settings()
+    catalog = ingest_catalog(spark, config.lake, settings, logical_time)
+    batches = [b.as_dict() for b in ingest_events(spark, config.lake, settings, logical_time)]
     totals = {
         key: sum(int(b[key]) for b in batches)  # type: ignore[arg-type]
         for key in ("n_files", "n_raw", "n_clean", "n_quarantined", "n_duplicates", "n_late")
@@ -33,23 +34,23 @@ def run_aggregate(config: UigConfig, as_of: datetime, full: bool = False) -> dic
     from spark_jobs.aggregate_job import aggregate
     from spark_jobs.io import get_spark
 
-    return aggregate(get_spark(config, "uig-aggregate"), config, as_of, full=full).as_dict()
+    return aggregate(get_spark(config.spark, "uig-aggregate"), config.lake, config.aggregate_settings, as_of, full=full).as_dict()
 
 
 def table_summary(config: UigConfig) -> list[dict[str, object]]:
     from spark_jobs.io import get_spark
     from spark_jobs.io import table_summary as summary
 
-    return summary(get_spark(config, "uig-tables"), config)
+    return summary(get_spark(config.spark, "uig-tables"), config.lake)
 
 
 def quarantine_report(config: UigConfig) -> list[dict[str, object]]:
     """Quarantined line counts by reason, over all batches."""
     from pyspark.sql import functions as F
 
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs.io import get_spark, read_table
 
-    df = read_table(get_spark(config, "uig-tables"), config, C.SILVER_QUARANTINE)
+    df = read_table(get_spark(config.spark, "uig-tables"), config.lake, C.SILVER_QUARANTINE)
     rows = df.groupBy(C.REASON).agg(F.count("*").alias("lines")).orderBy(F.desc("lines")).collect()
     return [r.asDict() for r in rows]

@@ -42,14 +42,14 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
 
     from models.communities import Community
     from models.interests import UserHistory, interest_edges
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs import io
     from spark_jobs.schemas import OPS_WATERMARKS, TABLE_SCHEMAS
     from uig_tasks import registry
 
     t0 = time.perf_counter()
-    spark = io.get_spark(config, "uig-refresh")
-    marks = {r[C.PIPELINE]: r for r in io.read_table(spark, config, C.OPS_WATERMARKS).collect()}
+    spark = io.get_spark(config.spark, "uig-refresh")
+    marks = {r[C.PIPELINE]: r for r in io.read_table(spark, config.lake, C.OPS_WATERMARKS).collect()}
     aggregated = marks.get("aggregate")
     if aggregated is None or aggregated[C.AS_OF] is None:
         raise RefreshError(f"no aggregate has run under {config.delta_dir}: run `uig ingest && uig aggregate` first")
@@ -63,13 +63,13 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
     scorer, version = registry.load_scorer(config, registry.CHAMPION_ALIAS)
     upto = int(aggregated[C.LAST_BATCH_SEQ])
     previous = marks.get(PIPELINE)
-    edges_table = io.read_table(spark, config, C.GOLD_INTEREST_EDGES)
-    active = edges_table.where(F.col(C.EDGE_STATUS) == "active")
+    edges_table = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES)
+    active = edges_table.where(F.col(C.EDGE_STATUS) == C.EDGE_ACTIVE)
     other_model = active.where(F.col(C.MODEL_VERSION) != str(version)).limit(1).count() > 0
     if previous is None or other_model:
         full = True
 
-    events = io.read_table(spark, config, C.SILVER_EVENTS)
+    events = io.read_table(spark, config.lake, C.SILVER_EVENTS)
     if full:
         dirty = events.select(C.USER_KEY).distinct()
     else:
@@ -87,7 +87,7 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
                 "model_version": version, "seconds": round(time.perf_counter() - t0, 3)}
 
     affinity = (
-        io.read_table(spark, config, C.GOLD_USER_ITEM_AFFINITY)
+        io.read_table(spark, config.lake, C.GOLD_USER_ITEM_AFFINITY)
         .join(dirty, C.USER_KEY, "left_semi")
         .select(C.USER_KEY, C.ITEM_ID, C.WEIGHT, C.N_EVENTS, "n_rate")
         .toPandas()
@@ -105,25 +105,25 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
     if full:  # the model's communities become the community nodes of the graph
         nodes = [(c.community_id, c.name, list(c.top_genres), list(c.members), len(c.members), str(version))
                  for c in communities]
-        io.overwrite(spark, config, C.GOLD_INTEREST_COMMUNITIES,
+        io.overwrite(spark, config.lake, C.GOLD_INTEREST_COMMUNITIES,
                      spark.createDataFrame(nodes, TABLE_SCHEMAS[C.GOLD_INTEREST_COMMUNITIES]))
     edges = interest_edges(scorer, users, topics, titles, topic_names=names)
     stamp = as_of.astimezone(timezone.utc).replace(tzinfo=None)
     edges = edges.assign(**{
-        C.EDGE_STATUS: "active", C.PREVIOUS_WEIGHT: None, C.MODEL_VERSION: str(version),
+        C.EDGE_STATUS: C.EDGE_ACTIVE, C.PREVIOUS_WEIGHT: None, C.MODEL_VERSION: str(version),
         C.POLICY_VERSION: POLICY_VERSION, C.AS_OF: stamp, C.REFRESHED_AT: stamp,
     })
     schema = TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]
     rows = [tuple(_plain(v) for v in row) for row in edges[schema.fieldNames()].itertuples(index=False)]
     new_edges = spark.createDataFrame(rows, schema)
-    io.merge_interest_edges(spark, config, new_edges, dirty, as_of)
+    io.merge_interest_edges(spark, config.lake, new_edges, dirty, as_of)
     history = TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames()
-    io.merge_upsert(spark, config, C.GOLD_INTEREST_HISTORY, new_edges.select(*history),
+    io.merge_upsert(spark, config.lake, C.GOLD_INTEREST_HISTORY, new_edges.select(*history),
                     [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True)
     dirty.unpersist()
 
     mark = {C.PIPELINE: PIPELINE, C.LAST_BATCH_SEQ: upto, C.MAX_EVENT_TS: None, C.AS_OF: as_of, C.UPDATED_AT: as_of}
-    io.merge_upsert(spark, config, C.OPS_WATERMARKS, spark.createDataFrame([mark], OPS_WATERMARKS), [C.PIPELINE])
+    io.merge_upsert(spark, config.lake, C.OPS_WATERMARKS, spark.createDataFrame([mark], OPS_WATERMARKS), [C.PIPELINE])
     result = {"mode": "full" if full else "incremental", "as_of": as_of.isoformat(), "dirty_users": n_dirty,
               "edges_written": len(edges), "model_version": version, "seconds": round(time.perf_counter() - t0, 3)}
     log.info("refresh done: %s", result)
@@ -136,15 +136,15 @@ def interest_inputs(spark: Any, config: UigConfig, scorer: Any) -> tuple[Any, di
     import pandas as pd
 
     from models.communities import Community, community_topics
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs import io
 
     communities = [Community.from_dict(c) for c in scorer.communities]
     topics = pd.concat([
-        io.read_table(spark, config, C.GOLD_ITEM_TOPICS).select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE).toPandas(),
+        io.read_table(spark, config.lake, C.GOLD_ITEM_TOPICS).select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE).toPandas(),
         community_topics(communities),
     ], ignore_index=True)
-    items = io.read_table(spark, config, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()
+    items = io.read_table(spark, config.lake, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()
     names = {f"community:{c.community_id}": c.name for c in communities}
     return topics, {r[C.ITEM_ID]: r[C.TITLE] for r in items}, names
 

@@ -104,17 +104,17 @@ def build_snapshot(config: UigConfig, built_at: datetime, folder: Path | None = 
     """Read silver/gold Delta tables into a training snapshot folder; returns a small summary (for XCom)."""
     from pyspark.sql import functions as F
 
-    from spark_jobs import columns as C
+    from uig_common import names as C
     from spark_jobs.io import get_spark, read_table, table_version
     from uig_tasks.encode import load_item_embeddings
 
     from models.text_encoder import item_encoder_version
 
-    spark = get_spark(config, "uig-snapshot")
+    spark = get_spark(config.spark, "uig-snapshot")
     tables = (C.SILVER_EVENTS, C.SILVER_ITEMS, C.GOLD_ITEM_TOPICS, C.GOLD_ITEM_EMBEDDINGS)
-    versions = {t: table_version(spark, config, t) for t in tables}
+    versions = {t: table_version(spark, config.lake, t) for t in tables}
     events = (
-        read_table(spark, config, C.SILVER_EVENTS)
+        read_table(spark, config.lake, C.SILVER_EVENTS)
         .where(F.col(C.EVENT_TYPE).isin(*INTERACTION_TYPES) & F.col(C.ITEM_ID).isNotNull())
         .select(
             F.col(C.USER_KEY).alias("user"),
@@ -128,7 +128,7 @@ def build_snapshot(config: UigConfig, built_at: datetime, folder: Path | None = 
             f"silver.events has {len(events)} item interactions under {config.delta_dir}; "
             "land and ingest data first (`uig data prepare && uig ingest`)"
         )
-    titles = {r[C.ITEM_ID]: r[C.TITLE] for r in read_table(spark, config, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()}
+    titles = {r[C.ITEM_ID]: r[C.TITLE] for r in read_table(spark, config.lake, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()}
     catalog = sorted(titles)
     encoder_version = item_encoder_version()
     vector_ids, vectors = load_item_embeddings(spark, config, encoder_version)
@@ -142,7 +142,7 @@ def build_snapshot(config: UigConfig, built_at: datetime, folder: Path | None = 
     if unknown:
         raise SnapshotError(f"{len(unknown)} interacted items are not in silver.items (e.g. {unknown[:3]})")
     topics = (
-        read_table(spark, config, C.GOLD_ITEM_TOPICS)
+        read_table(spark, config.lake, C.GOLD_ITEM_TOPICS)
         .select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE)
         .toPandas()
         .sort_values([C.ITEM_ID, C.TOPIC_ID], kind="stable")

@@ -14,7 +14,7 @@ from typing import Mapping
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs import columns as C
+from uig_common import names as C
 
 SECONDS_PER_DAY = 86_400.0
 ITEM_EVENT_TYPES = tuple(t for t in C.EVENT_TYPES if t != "search")

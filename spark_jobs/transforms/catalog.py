@@ -8,7 +8,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs.transforms.lines import pseudonymise_user_id
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs.schemas import BRONZE_EVENTS_RAW, PARSED_EVENTS
 from spark_jobs.transforms.lines import Rejection, pseudonymise_user_id, split_lines, validate_line
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from pyspark.sql import functions as F
 
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs import io
 from spark_jobs.transforms.aggregate import decay_to, item_topics, user_item_affinity, user_topic_affinity
 from tests.conftest import FIRST_DAY, SECOND_DAY, THIRD_DAY
@@ -43,7 +43,7 @@ def test_incremental_equals_full_rebuild(spark, config):
     run_ingest(config, T3)
 
     second = run_aggregate(config, T3)
-    events = io.read_table(spark, config, C.SILVER_EVENTS)
+    events = io.read_table(spark, config.lake, C.SILVER_EVENTS)
     day3_users = events.where(F.col(C.EVENT_DATE) == THIRD_DAY).select(C.USER_KEY).distinct().count()
     late_user = events.where(F.col(C.EVENT_ID) == "late-like-1").collect()[0][C.USER_KEY]
     assert second["mode"] == "incremental"
@@ -51,7 +51,7 @@ def test_incremental_equals_full_rebuild(spark, config):
     assert second["dirty_users"] < events.select(C.USER_KEY).distinct().count()
 
     # Users without new events were not rewritten: their rows still carry the old as_of.
-    stored_items = io.read_table(spark, config, C.GOLD_USER_ITEM_AFFINITY)
+    stored_items = io.read_table(spark, config.lake, C.GOLD_USER_ITEM_AFFINITY)
     as_of_by_user = {r[C.USER_KEY]: r[C.AS_OF] for r in stored_items.select(C.USER_KEY, C.AS_OF).distinct().collect()}
     assert as_of_by_user[late_user] == T3.replace(tzinfo=None)
     assert sum(1 for v in as_of_by_user.values() if v == T2.replace(tzinfo=None)) == len(as_of_by_user) - second["dirty_users"]
@@ -59,13 +59,13 @@ def test_incremental_equals_full_rebuild(spark, config):
     # Brought to T3, the incremental tables equal a full rebuild at T3.
     params = dict(as_of=T3, half_life_days=config.half_life_days)
     full_items = user_item_affinity(events, weights=config.event_weights, **params)
-    topics = item_topics(io.read_table(spark, config, C.SILVER_ITEMS), kg_min_items=config.kg_min_items)
+    topics = item_topics(io.read_table(spark, config.lake, C.SILVER_ITEMS), kg_min_items=config.kg_min_items)
     full_topics = user_topic_affinity(full_items, topics)
     inc_items = decay_to(stored_items, **params)
-    inc_topics = decay_to(io.read_table(spark, config, C.GOLD_USER_TOPIC_AFFINITY), **params)
+    inc_topics = decay_to(io.read_table(spark, config.lake, C.GOLD_USER_TOPIC_AFFINITY), **params)
     widx = stored_items.columns.index(C.WEIGHT)
     assert rounded([tuple(r) for r in inc_items.collect()], widx) == rounded([tuple(r) for r in full_items.select(*stored_items.columns).collect()], widx)
-    tcols = io.read_table(spark, config, C.GOLD_USER_TOPIC_AFFINITY).columns
+    tcols = io.read_table(spark, config.lake, C.GOLD_USER_TOPIC_AFFINITY).columns
     tidx = tcols.index(C.WEIGHT)
     assert rounded([tuple(r) for r in inc_topics.collect()], tidx) == rounded([tuple(r) for r in full_topics.select(*tcols).collect()], tidx)
 
@@ -86,10 +86,10 @@ def test_mostly_dirty_incremental_run_rewrites_whole_tables(spark, config):
     run_ingest(config, T3)
 
     result = run_aggregate(config.with_overrides(max_dirty_fraction=0.0), T3)
-    events = io.read_table(spark, config, C.SILVER_EVENTS)
+    events = io.read_table(spark, config.lake, C.SILVER_EVENTS)
     assert result["mode"] == "full"
     assert result["dirty_users"] == events.select(C.USER_KEY).distinct().count()
-    stored = io.read_table(spark, config, C.GOLD_USER_ITEM_AFFINITY)
+    stored = io.read_table(spark, config.lake, C.GOLD_USER_ITEM_AFFINITY)
     assert {r[C.AS_OF] for r in stored.select(C.AS_OF).distinct().collect()} == {T3.replace(tzinfo=None)}
     full_items = user_item_affinity(events, as_of=T3, half_life_days=config.half_life_days, weights=config.event_weights)
     widx = stored.columns.index(C.WEIGHT)

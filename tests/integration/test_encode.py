@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from models.text_encoder import EMBEDDING_DIM, TextEncoder, item_encoder_version, item_text
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs import io
 from spark_jobs.ingest_job import ingest_catalog
 from tests.conftest import FIRST_DAY
@@ -25,7 +25,7 @@ N_ITEMS = 1682  # MovieLens-100k catalog
 
 def test_encode_is_complete_then_incremental(spark, config):
     prepare(config.landing_dir, day=FIRST_DAY)
-    ingest_catalog(spark, config, BATCH_TIME)
+    ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)
     with pytest.raises(EmbeddingsNotFoundError, match="uig encode"):
         load_item_embeddings(spark, config)
 
@@ -35,10 +35,10 @@ def test_encode_is_complete_then_incremental(spark, config):
     print(f"\nencode throughput: {N_ITEMS / first['encode_seconds']:.0f} items/s on {first['device']} "
           f"({first['encode_seconds']}s encoding, {first['seconds']}s task)")
 
-    table = io.read_table(spark, config, C.GOLD_ITEM_EMBEDDINGS)
+    table = io.read_table(spark, config.lake, C.GOLD_ITEM_EMBEDDINGS)
     assert table.count() == N_ITEMS
     assert table.select(C.ITEM_ID, C.ENCODER_VERSION).distinct().count() == N_ITEMS
-    silver_hash = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in io.read_table(spark, config, C.SILVER_ITEMS).collect()}
+    silver_hash = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in io.read_table(spark, config.lake, C.SILVER_ITEMS).collect()}
     gold_hash = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in table.collect()}
     assert gold_hash == silver_hash
     ids, vectors = load_item_embeddings(spark, config)
@@ -51,10 +51,10 @@ def test_encode_is_complete_then_incremental(spark, config):
     np.testing.assert_allclose(vectors[ids.index(landed["item_id"])], TextEncoder().encode([expected])[0], atol=1e-5)
 
     # nothing changed: nothing encoded, no commit at all
-    version = io.table_version(spark, config, C.GOLD_ITEM_EMBEDDINGS)
+    version = io.table_version(spark, config.lake, C.GOLD_ITEM_EMBEDDINGS)
     again = run_encode(config, datetime(1997, 10, 17, tzinfo=timezone.utc))
     assert (again["encoded"], again["skipped"]) == (0, N_ITEMS)
-    assert io.table_version(spark, config, C.GOLD_ITEM_EMBEDDINGS) == version
+    assert io.table_version(spark, config.lake, C.GOLD_ITEM_EMBEDDINGS) == version
 
     # one title changes: exactly that item is re-encoded, in one commit
     items_file = config.landing_dir / "catalog" / "items" / "items.jsonl"
@@ -62,10 +62,10 @@ def test_encode_is_complete_then_incremental(spark, config):
     changed_id = lines[0]["item_id"]
     lines[0]["title"] = "Toy Story (Special Edition)"
     items_file.write_text("".join(json.dumps(i) + "\n" for i in lines))
-    assert ingest_catalog(spark, config, BATCH_TIME)["items_changed"] == 1
+    assert ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)["items_changed"] == 1
     third = run_encode(config, datetime(1997, 10, 18, tzinfo=timezone.utc))
     assert (third["encoded"], third["skipped"]) == (1, N_ITEMS - 1)
-    assert io.table_version(spark, config, C.GOLD_ITEM_EMBEDDINGS) == version + 1
+    assert io.table_version(spark, config.lake, C.GOLD_ITEM_EMBEDDINGS) == version + 1
 
     ids2, vectors2 = load_item_embeddings(spark, config)
     assert ids2 == ids

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs import io
 from spark_jobs.ingest_job import ingest_catalog, ingest_events
 from tests.conftest import FIRST_DAY, SECOND_DAY, THIRD_DAY
@@ -63,8 +63,8 @@ def land(config, name: str, lines: list[bytes]) -> Path:
 def test_hostile_file_is_fully_accounted_for(spark, config):
     prepare(config.landing_dir, day=FIRST_DAY)  # the real catalog + one real day
     land(config, "hostile/mixed.jsonl", [line for line, _ in HOSTILE])
-    ingest_catalog(spark, config, BATCH_TIME)
-    [batch] = ingest_events(spark, config, BATCH_TIME)
+    ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)
+    [batch] = ingest_events(spark, config.lake, config.ingest_settings(), BATCH_TIME)
 
     real_events = 915  # MovieLens-100k ratings on 1997-09-20
     assert batch.n_raw == real_events + len(HOSTILE)
@@ -76,10 +76,10 @@ def test_hostile_file_is_fully_accounted_for(spark, config):
     hostile = "events/hostile/mixed.jsonl"
     quarantine = {
         r[C.LINE_NO]: r
-        for r in io.read_table(spark, config, C.SILVER_QUARANTINE).where(F.col(C.SOURCE_FILE) == hostile).collect()
+        for r in io.read_table(spark, config.lake, C.SILVER_QUARANTINE).where(F.col(C.SOURCE_FILE) == hostile).collect()
     }
-    clean = {r[C.LINE_NO] for r in io.read_table(spark, config, C.SILVER_EVENTS).where(F.col(C.SOURCE_FILE) == hostile).collect()}
-    dups = {r[C.LINE_NO] for r in io.read_table(spark, config, C.SILVER_DUPLICATES).collect()}
+    clean = {r[C.LINE_NO] for r in io.read_table(spark, config.lake, C.SILVER_EVENTS).where(F.col(C.SOURCE_FILE) == hostile).collect()}
+    dups = {r[C.LINE_NO] for r in io.read_table(spark, config.lake, C.SILVER_DUPLICATES).collect()}
     for line_no, (line, expected) in enumerate(HOSTILE, start=1):
         if expected == "clean":
             assert line_no in clean, line_no
@@ -90,10 +90,10 @@ def test_hostile_file_is_fully_accounted_for(spark, config):
             assert bytes(quarantine[line_no][C.RAW_BYTES]) == line  # the line exactly as received
     assert len(clean) + len(dups) + len(quarantine) == len(HOSTILE)  # each line in exactly one place
 
-    audit = io.read_table(spark, config, C.OPS_BATCHES).collect()[0]
+    audit = io.read_table(spark, config.lake, C.OPS_BATCHES).collect()[0]
     assert (audit[C.STATUS], audit[C.N_RAW], audit[C.N_QUARANTINED]) == ("committed", batch.n_raw, batch.n_quarantined)
     # raw user ids never reach silver
-    assert io.read_table(spark, config, C.SILVER_EVENTS).where(F.col(C.USER_KEY).isin("h1", "7", "196")).count() == 0
+    assert io.read_table(spark, config.lake, C.SILVER_EVENTS).where(F.col(C.USER_KEY).isin("h1", "7", "196")).count() == 0
 
 
 def test_rerun_changes_nothing_and_new_days_are_incremental(spark, config):
@@ -111,19 +111,19 @@ def test_rerun_changes_nothing_and_new_days_are_incremental(spark, config):
     third = run_ingest(config, BATCH_TIME)
     [batch] = third["batches"]
     assert batch["n_files"] == 1 and batch["n_clean"] == 666 and batch["batch_seq"] == 2
-    assert io.read_table(spark, config, C.BRONZE_EVENTS_RAW).count() == 915 + 825 + 666
+    assert io.read_table(spark, config.lake, C.BRONZE_EVENTS_RAW).count() == 915 + 825 + 666
 
 
 def test_duplicates_across_batches_point_to_the_first_batch(spark, config):
     prepare(config.landing_dir, day=FIRST_DAY)
-    [b1] = ingest_events(spark, config, BATCH_TIME) if ingest_catalog(spark, config, BATCH_TIME) else []
+    [b1] = ingest_events(spark, config.lake, config.ingest_settings(), BATCH_TIME) if ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME) else []
     replayed = (config.landing_dir / "events" / f"date={FIRST_DAY}").glob("*.jsonl").__next__().read_bytes().splitlines()[:10]
     land(config, "resend/again.jsonl", replayed + [ok("fresh-1")])
-    [b2] = ingest_events(spark, config, BATCH_TIME)
+    [b2] = ingest_events(spark, config.lake, config.ingest_settings(), BATCH_TIME)
     assert (b2.n_raw, b2.n_clean, b2.n_duplicates, b2.n_quarantined) == (11, 1, 10, 0)
-    dup_of = {r[C.DUPLICATE_OF_BATCH] for r in io.read_table(spark, config, C.SILVER_DUPLICATES).collect()}
+    dup_of = {r[C.DUPLICATE_OF_BATCH] for r in io.read_table(spark, config.lake, C.SILVER_DUPLICATES).collect()}
     assert dup_of == {b1.batch_id}
-    assert io.read_table(spark, config, C.SILVER_EVENTS).count() == 915 + 1
+    assert io.read_table(spark, config.lake, C.SILVER_EVENTS).count() == 915 + 1
 
 
 def test_late_events_are_ingested_and_flagged(spark, config):
@@ -132,22 +132,22 @@ def test_late_events_are_ingested_and_flagged(spark, config):
     prepare(config.landing_dir, day=FIRST_DAY)  # an older day arrives after a newer one
     [late] = run_ingest(config, BATCH_TIME)["batches"]
     assert late["n_clean"] == 915 and late["n_late"] == 915
-    events = io.read_table(spark, config, C.SILVER_EVENTS)
+    events = io.read_table(spark, config.lake, C.SILVER_EVENTS)
     assert events.where(F.col(C.IS_LATE)).count() == 915
-    wm = io.read_table(spark, config, C.OPS_WATERMARKS).where(F.col(C.PIPELINE) == "ingest").collect()[0]
+    wm = io.read_table(spark, config.lake, C.OPS_WATERMARKS).where(F.col(C.PIPELINE) == "ingest").collect()[0]
     assert wm[C.MAX_EVENT_TS].date() == SECOND_DAY  # late data does not move the watermark back
 
 
 def test_changed_item_title_changes_only_its_hash(spark, config):
     prepare(config.landing_dir, day=FIRST_DAY)
-    ingest_catalog(spark, config, BATCH_TIME)
-    before = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in io.read_table(spark, config, C.SILVER_ITEMS).collect()}
+    ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)
+    before = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in io.read_table(spark, config.lake, C.SILVER_ITEMS).collect()}
     items_file = config.landing_dir / "catalog" / "items" / "items.jsonl"
     lines = [json.loads(line) for line in items_file.read_text().splitlines()]
     lines[0]["title"] = "Toy Story (Special Edition)"
     items_file.write_text("".join(json.dumps(i) + "\n" for i in lines))
-    counts = ingest_catalog(spark, config, BATCH_TIME)
-    after = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in io.read_table(spark, config, C.SILVER_ITEMS).collect()}
+    counts = ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)
+    after = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in io.read_table(spark, config.lake, C.SILVER_ITEMS).collect()}
     assert counts["items_changed"] == 1
     assert [k for k in before if before[k] != after[k]] == [lines[0]["item_id"]]
-    assert ingest_catalog(spark, config, BATCH_TIME)["items_changed"] == 0
+    assert ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)["items_changed"] == 0

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs import io
 from tests.conftest import FIRST_DAY
 from uig_tasks.movielens import prepare
@@ -37,8 +37,8 @@ def assert_exactly_once(spark, config, result) -> None:
     assert batch["resumed"] is True
     assert (batch["n_raw"], batch["n_clean"], batch["n_quarantined"], batch["n_duplicates"]) == (EVENTS_ON_FIRST_DAY, EVENTS_ON_FIRST_DAY, 0, 0)
     for table in (C.BRONZE_EVENTS_RAW, C.SILVER_EVENTS):
-        assert io.read_table(spark, config, table).count() == EVENTS_ON_FIRST_DAY, table
-    statuses = [r[C.STATUS] for r in io.read_table(spark, config, C.OPS_BATCHES).collect()]
+        assert io.read_table(spark, config.lake, table).count() == EVENTS_ON_FIRST_DAY, table
+    statuses = [r[C.STATUS] for r in io.read_table(spark, config.lake, C.OPS_BATCHES).collect()]
     assert statuses == ["committed"]
     assert run_ingest(config, datetime(1997, 10, 16, tzinfo=timezone.utc))["batches"] == []
 
@@ -49,7 +49,7 @@ def test_crash_between_commits_then_retry(spark, config, crash_at):
     proc = start_ingest(config, crash_at)
     out = proc.communicate(timeout=600)[0].decode(errors="replace")
     assert proc.returncode == -signal.SIGKILL, out[-2000:]
-    assert io.read_table(spark, config, C.OPS_BATCHES).collect()[0][C.STATUS] == "started"
+    assert io.read_table(spark, config.lake, C.OPS_BATCHES).collect()[0][C.STATUS] == "started"
 
     result = run_ingest(config, datetime(1997, 10, 16, tzinfo=timezone.utc))
     assert_exactly_once(spark, config, result)
@@ -71,6 +71,6 @@ def test_sigkill_during_the_silver_delta_commit(spark, config):
 
     # Whatever the kill hit, the table is at a committed version: before the MERGE (no rows,
     # orphan files ignored) or after it (all rows); never half a batch.
-    assert io.read_table(spark, config, C.SILVER_EVENTS).count() in (0, EVENTS_ON_FIRST_DAY)
+    assert io.read_table(spark, config.lake, C.SILVER_EVENTS).count() in (0, EVENTS_ON_FIRST_DAY)
     result = run_ingest(config, datetime(1997, 10, 16, tzinfo=timezone.utc))
     assert_exactly_once(spark, config, result)

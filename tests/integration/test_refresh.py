@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs import io
 from tests.conftest import TRAIN_UNTIL
 from uig_tasks.cli import main
@@ -35,11 +35,11 @@ def end_of(day) -> datetime:
 
 def all_columns(spark, config: UigConfig) -> dict[tuple, tuple]:
     """Every column of every edge row (refreshed_at included), by key."""
-    return {tuple(r[:3]): tuple(r[3:]) for r in io.read_table(spark, config, C.GOLD_INTEREST_EDGES).collect()}
+    return {tuple(r[:3]): tuple(r[3:]) for r in io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).collect()}
 
 
 def edges(spark, config: UigConfig, active_only: bool = False) -> dict[tuple, tuple]:
-    table = io.read_table(spark, config, C.GOLD_INTEREST_EDGES)
+    table = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES)
     if active_only:
         table = table.where(f"{C.EDGE_STATUS} = 'active'")
     return {tuple(r[:3]): tuple(round(v, 12) if isinstance(v, float) else v for v in r[3:])
@@ -57,7 +57,7 @@ def refreshed(spark, trainable_root: Path, tmp_path_factory: pytest.TempPathFact
     first = run_refresh(config, end_of(TRAIN_UNTIL))
     before = edges(spark, config)
     rows_before = all_columns(spark, config)
-    versions_before = io.table_version(spark, config, C.GOLD_INTEREST_EDGES)
+    versions_before = io.table_version(spark, config.lake, C.GOLD_INTEREST_EDGES)
 
     day = TRAIN_UNTIL + timedelta(days=1)
     while prepare(config.landing_dir, day=day).events == 0:
@@ -73,7 +73,7 @@ def refreshed(spark, trainable_root: Path, tmp_path_factory: pytest.TempPathFact
 def test_first_refresh_covers_every_user_with_explained_edges(spark, refreshed) -> None:
     config, first = refreshed["config"], refreshed["first"]
     assert first["mode"] == "full" and first["model_version"] == 1
-    users = io.read_table(spark, config, C.SILVER_EVENTS).where(f"{C.EVENT_DATE} <= '{TRAIN_UNTIL}'")
+    users = io.read_table(spark, config.lake, C.SILVER_EVENTS).where(f"{C.EVENT_DATE} <= '{TRAIN_UNTIL}'")
     n_users = users.select(C.USER_KEY).distinct().count()
     assert first["dirty_users"] == n_users
     before = refreshed["before"]
@@ -88,7 +88,7 @@ def test_first_refresh_covers_every_user_with_explained_edges(spark, refreshed) 
 def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed) -> None:
     config, second, before = refreshed["config"], refreshed["second"], refreshed["before"]
     day_users = {
-        r[0] for r in io.read_table(spark, config, C.SILVER_EVENTS)
+        r[0] for r in io.read_table(spark, config.lake, C.SILVER_EVENTS)
         .where(f"{C.EVENT_DATE} = '{refreshed['day']}'").select(C.USER_KEY).distinct().collect()
     }
     assert second["mode"] == "incremental" and second["dirty_users"] == len(day_users) > 0
@@ -97,21 +97,21 @@ def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed) -
     assert {k: v for k, v in after.items() if k[0] not in day_users} == untouched  # not rewritten, to the column
     changed = {k: v for k, v in after.items() if k[0] in day_users}
     status, previous = C.EDGE_STATUS, C.PREVIOUS_WEIGHT
-    columns = io.read_table(spark, config, C.GOLD_INTEREST_EDGES).columns[3:]
+    columns = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).columns[3:]
     kept = [v for k, v in changed.items() if k in before and v[columns.index(status)] == "active"]
     assert all(v[columns.index(previous)] == pytest.approx(before[k][0]) for k, v in changed.items()
                if k in before and v[columns.index(status)] == "active")
     assert kept  # returning users keep some interests, with their previous weight
-    stamps = io.read_table(spark, config, C.GOLD_INTEREST_EDGES).groupBy(C.AS_OF).count().collect()
+    stamps = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).groupBy(C.AS_OF).count().collect()
     assert {r[C.AS_OF].date() for r in stamps} <= {TRAIN_UNTIL, refreshed["day"]}
 
 
 def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refreshed, tmp_path) -> None:
     config = refreshed["config"]
-    version = io.table_version(spark, config, C.GOLD_INTEREST_EDGES)
+    version = io.table_version(spark, config.lake, C.GOLD_INTEREST_EDGES)
     again = run_refresh(config, end_of(refreshed["day"]))
     assert again["mode"] == "noop" and again["dirty_users"] == 0
-    assert io.table_version(spark, config, C.GOLD_INTEREST_EDGES) == version  # nothing written
+    assert io.table_version(spark, config.lake, C.GOLD_INTEREST_EDGES) == version  # nothing written
 
     copy_root = tmp_path / "full"
     shutil.copytree(config.data_root, copy_root)
@@ -133,11 +133,11 @@ def test_edges_that_fall_out_are_marked_dropped_then_deleted(spark, tmp_path) ->
         rows = [("u", "genre", g, g, w, r, f"{g} ←", "active", None, version, "p", as_of.replace(tzinfo=None),
                  as_of.replace(tzinfo=None)) for r, (g, w) in enumerate(weights.items(), start=1)]
         users = spark.createDataFrame([("u",)], [C.USER_KEY])
-        io.merge_interest_edges(spark, config, spark.createDataFrame(rows, schema), users, as_of)
+        io.merge_interest_edges(spark, config.lake, spark.createDataFrame(rows, schema), users, as_of)
 
     def state() -> dict[str, tuple]:
         return {r[C.INTEREST_ID]: (r[C.EDGE_STATUS], r[C.WEIGHT], r[C.PREVIOUS_WEIGHT])
-                for r in io.read_table(spark, config, C.GOLD_INTEREST_EDGES).collect()}
+                for r in io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).collect()}
 
     refresh(1, {"x": 0.5, "y": 0.3})
     assert state() == {"x": ("active", 0.5, None), "y": ("active", 0.3, None)}
@@ -206,7 +206,7 @@ def test_moving_the_champion_re_materialises_every_user(spark, refreshed) -> Non
     registry.set_champion(config, other["version"], reason="test: newer model")
     moved = run_refresh(config)  # as of the last aggregate, the same as_of as the previous refresh
     assert moved["mode"] == "full" and moved["model_version"] == other["version"]
-    active = io.read_table(spark, config, C.GOLD_INTEREST_EDGES).where(f"{C.EDGE_STATUS} = 'active'")
+    active = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).where(f"{C.EDGE_STATUS} = 'active'")
     versions = {r[0] for r in active.select(C.MODEL_VERSION).distinct().collect()}
     assert versions == {str(other["version"])}
 
@@ -216,5 +216,5 @@ def test_moving_the_champion_re_materialises_every_user(spark, refreshed) -> Non
     assert edges(spark, config, active_only=True) == {
         k: v for k, v in edges(spark, config, active_only=True).items() if v[-1] == "1"
     }
-    communities = io.read_table(spark, config, C.GOLD_INTEREST_COMMUNITIES)
+    communities = io.read_table(spark, config.lake, C.GOLD_INTEREST_COMMUNITIES)
     assert {r[0] for r in communities.select(C.MODEL_VERSION).distinct().collect()} <= {"1"}

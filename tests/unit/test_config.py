@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from uig_common.errors import InputError
 from uig_tasks.config import ConfigError, UigConfig
 
 
@@ -14,7 +15,7 @@ def test_precedence_defaults_env_overrides(tmp_path: Path):
     assert config.data_root == tmp_path
     assert config.half_life_days == 7.0
     assert config.max_line_bytes == 2000
-    assert config.table_path("silver.events").endswith("delta/silver/events")
+    assert config.lake.path("silver.events").endswith("delta/silver/events")
 
 
 def test_invalid_values_raise_named_errors(tmp_path: Path):
@@ -24,8 +25,8 @@ def test_invalid_values_raise_named_errors(tmp_path: Path):
         UigConfig.from_env({"UIG_MAX_LINE_BYTES": "lots"})
     with pytest.raises(ConfigError, match="unknown"):
         UigConfig.from_env({}, colour="red")
-    with pytest.raises(ConfigError, match="layer.name"):
-        UigConfig().table_path("events")
+    with pytest.raises(InputError, match="layer.name"):
+        UigConfig().lake.path("events")
 
 
 def test_salt_is_created_once_private_and_stable(tmp_path: Path):

@@ -2,7 +2,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from uig_tasks.timeutil import parse_time
+from uig_common.timeutil import parse_time
 
 
 def test_dates_times_and_zones():

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs.schemas import SILVER_EVENTS, SILVER_ITEMS
 from spark_jobs.transforms.aggregate import decay_to, dirty_users, item_topics, user_item_affinity, user_topic_affinity
 

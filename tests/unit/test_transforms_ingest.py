@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from spark_jobs import columns as C
+from uig_common import names as C
 from spark_jobs.schemas import PARSED_EVENTS, SILVER_EVENTS
 from spark_jobs.transforms.ingest import (
     bronze_rows,

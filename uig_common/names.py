@@ -1,4 +1,8 @@
-"""Table names and column names, in one place, so transforms never spell them twice."""
+"""The one vocabulary: table, column, status, pipeline and model names, spelled once.
+
+Every layer imports these (``from uig_common import names as C``) instead of writing the strings,
+so a name means the same thing from the landing file to the Delta table to the model.
+"""
 
 # --- tables ------------------------------------------------------------------------------
 BRONZE_EVENTS_RAW = "bronze.events_raw"
@@ -119,3 +123,28 @@ N_DUPLICATES = "n_duplicates"
 N_LATE = "n_late"
 LAST_BATCH_SEQ = "last_batch_seq"
 MAX_EVENT_TS = "max_event_ts"
+
+# --- statuses -----------------------------------------------------------------------------
+BATCH_STARTED = "started"  # ops.batches.status: registered, not yet accounted for
+BATCH_COMMITTED = "committed"  # every line accounted for; the batch is final
+BATCH_ACCOUNTING_FAILED = "accounting_failed"  # raw != clean + quarantined + duplicates
+EDGE_ACTIVE = "active"  # gold.interest_edges.status: part of the user's graph
+EDGE_DROPPED = "dropped"  # fell out at the user's last refresh (weight 0), deleted at the next
+
+# --- pipelines (ops.watermarks.pipeline) ---------------------------------------------------
+PIPELINE_INGEST = "ingest"
+PIPELINE_AGGREGATE = "aggregate"
+PIPELINE_REFRESH = "refresh"
+
+# --- interest types (gold.interest_edges.interest_type) -------------------------------------
+INTEREST_GENRE = "genre"
+INTEREST_ENTITY = "entity"
+INTEREST_COMMUNITY = "community"
+INTEREST_ITEM = "item"
+INTEREST_TYPES = (INTEREST_GENRE, INTEREST_ENTITY, INTEREST_COMMUNITY, INTEREST_ITEM)
+
+# --- registered models and baselines --------------------------------------------------------
+GCN_MODEL = "uig-gcn"  # MLflow registered model of the UIG GCN
+CHAMPION_ALIAS = "champion"
+BASELINE_MODELS = ("most-popular", "item-knn", "bpr-mf", "lightgcn")
+EVALUATED_MODELS = (GCN_MODEL, *BASELINE_MODELS)
