@@ -33,6 +33,7 @@ from torch_geometric.nn.models import LightGCN
 from torch_geometric.utils import to_undirected
 
 from models.evaluation import METRICS, History, Interactions, Scorer, ValidationSet
+from uig_common.errors import InputError, UigError
 
 __all__ = [
     "BPRMF",
@@ -46,11 +47,11 @@ __all__ = [
 ]
 
 
-class BaselineInputError(ValueError):
+class BaselineInputError(InputError):
     """A baseline was asked to fit on unusable data or with unusable settings."""
 
 
-class NotFittedError(RuntimeError):
+class NotFittedError(UigError, RuntimeError):
     """``score`` was called before ``fit``."""
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from uig_common.errors import InputError, UigError
 
 __all__ = [
     "EmptyEvaluationError",
@@ -62,19 +63,19 @@ COLUMNS = ("user", "item", "ts")
 METRICS = ("recall", "ndcg", "mrr", "hit", "precision")
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(InputError):
     """An input to the protocol (frame, fractions, ids, users) is malformed."""
 
 
-class LeakageError(ValueError):
+class LeakageError(UigError, ValueError):
     """A fit or input interaction lies at or after the start of the window being evaluated."""
 
 
-class EmptyEvaluationError(ValueError):
+class EmptyEvaluationError(InputError):
     """A window or user set to evaluate on is empty, so no metric can be computed."""
 
 
-class ScoreError(ValueError):
+class ScoreError(UigError, ValueError):
     """A scorer returned scores of the wrong shape or with NaN values."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from uig_common.errors import InputError, UigError
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for this model (se
 ITEM_TEXT_RECIPE = "item-text-v1"
 
 
-class EncoderError(RuntimeError):
+class EncoderError(UigError, RuntimeError):
     """The text encoder cannot be loaded (missing package or model files)."""
 
 
-class EncoderInputError(ValueError):
+class EncoderInputError(InputError):
     """The texts or options passed to the encoder are not usable."""
 
 

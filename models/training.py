@@ -60,6 +60,7 @@ from torch import Tensor
 from models.baselines import FitReport, _BPRSampler, _check_training_args, _metric_k, _train
 from models.evaluation import History, Interactions, LeakageError, ValidationSet, check_no_leakage, rank_items
 from models.gcn import InterestGCN, PropagationGraph, fold_in_users, score
+from uig_common.errors import InputError
 
 __all__ = [
     "GCNTrainConfig",
@@ -76,7 +77,7 @@ STATE_LOADER = "models.training:UigGCNScorer.from_state"
 _DAY = 86_400.0
 
 
-class GCNTrainError(ValueError):
+class GCNTrainError(InputError):
     """The UIG GCN was given unusable data, settings or a state it cannot load."""
 
 

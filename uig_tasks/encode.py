@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from uig_tasks.config import UigConfig
+from uig_common.errors import NotFoundError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 _LOG_CHUNK = 512
 
 
-class EmbeddingsNotFoundError(LookupError):
+class EmbeddingsNotFoundError(NotFoundError):
     """``gold.item_embeddings`` holds no vectors for the requested encoder version."""
 
 

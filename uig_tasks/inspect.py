@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from uig_tasks.config import UigConfig
+from uig_common.errors import NotFoundError
 
 
-class UnknownUserError(LookupError):
+class UnknownUserError(NotFoundError):
     """No event of this user has been ingested."""
 
 

@@ -16,13 +16,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
+from uig_common.errors import UigError
 
 log = logging.getLogger(__name__)
 
 SOURCE = "movielens-100k"
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UigError, FileNotFoundError):
     """The recbole package (and so the MovieLens files) is not installed."""
 
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from uig_tasks.config import UigConfig
+from uig_common.errors import UigError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ PIPELINE = "refresh"
 POLICY_VERSION = "fixed-shares-v1"
 
 
-class RefreshError(RuntimeError):
+class RefreshError(UigError, RuntimeError):
     """The refresh cannot run yet; the message says which step to run first."""
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from uig_tasks.config import UigConfig
+from uig_common.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 MODEL_CHOICES = ("uig-gcn", "most-popular", "item-knn", "bpr-mf", "lightgcn")
 
 
-class SnapshotError(ValueError):
+class SnapshotError(InputError):
     """The Delta tables cannot make a training snapshot (missing tables, too little data)."""
 
 
