@@ -13,6 +13,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 
 from assets import AGGREGATE_OUTLETS, INGEST_OUTLETS
+from failures import fail_fast_on_uig_error
 from params import data_root_param
 
 DOC_MD = """
@@ -69,6 +70,7 @@ PARAMS: dict[str, Param] = {
 )
 def uig_ingest() -> None:
     @task(outlets=list(INGEST_OUTLETS))
+    @fail_fast_on_uig_error
     def ingest(**context: Any) -> dict[str, object]:
         """Bronze + silver from new landing files (uig_tasks.pipeline.run_ingest)."""
         from uig_tasks.airflow_context import task_inputs
@@ -78,6 +80,7 @@ def uig_ingest() -> None:
         return run_ingest(config, logical_time)
 
     @task(outlets=list(AGGREGATE_OUTLETS))
+    @fail_fast_on_uig_error
     def aggregate(**context: Any) -> dict[str, object]:
         """Gold affinities as of the run's time (uig_tasks.pipeline.run_aggregate)."""
         from uig_tasks.airflow_context import task_inputs

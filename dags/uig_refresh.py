@@ -12,6 +12,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 
 from assets import GOLD_USER_ITEM_AFFINITY, REFRESH_OUTLETS
+from failures import fail_fast_on_uig_error
 from params import data_root_param
 
 DOC_MD = """
@@ -53,6 +54,7 @@ PARAMS: dict[str, Param] = {
 )
 def uig_refresh() -> None:
     @task(pool="gpu", outlets=list(REFRESH_OUTLETS))
+    @fail_fast_on_uig_error
     def refresh(**context: Any) -> dict[str, object]:
         """Interest edges of dirty users (uig_tasks.refresh.run_refresh)."""
         from uig_tasks.airflow_context import config_from_params

@@ -12,6 +12,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 
 from assets import AGGREGATE_OUTLETS, INGEST_OUTLETS, REFRESH_OUTLETS
+from failures import fail_fast_on_uig_error
 from params import data_root_param
 
 DOC_MD = """
@@ -50,6 +51,7 @@ PARAMS: dict[str, Param] = {
 )
 def uig_replay() -> None:
     @task
+    @fail_fast_on_uig_error
     def land_next_day(**context: Any) -> dict[str, object]:
         """The next MovieLens day into landing/ (uig_tasks.movielens.land_next_day)."""
         from uig_tasks.airflow_context import config_from_params
@@ -58,6 +60,7 @@ def uig_replay() -> None:
         return land(config_from_params(context["params"]).landing_dir)
 
     @task(outlets=list(INGEST_OUTLETS))
+    @fail_fast_on_uig_error
     def ingest(landed: dict[str, object], **context: Any) -> dict[str, object]:
         """Bronze + silver as of the end of the landed day (uig_tasks.pipeline.run_ingest)."""
         from uig_tasks.airflow_context import config_from_params
@@ -67,6 +70,7 @@ def uig_replay() -> None:
         return run_ingest(config_from_params(context["params"]), end_of_replayed_day(landed))
 
     @task(outlets=list(AGGREGATE_OUTLETS))
+    @fail_fast_on_uig_error
     def aggregate(landed: dict[str, object], ingested: dict[str, object], **context: Any) -> dict[str, object]:
         """Gold affinities as of the end of the landed day (uig_tasks.pipeline.run_aggregate)."""
         from uig_tasks.airflow_context import config_from_params
@@ -76,6 +80,7 @@ def uig_replay() -> None:
         return run_aggregate(config_from_params(context["params"]), end_of_replayed_day(landed))
 
     @task(pool="gpu", outlets=list(REFRESH_OUTLETS))
+    @fail_fast_on_uig_error
     def refresh(aggregated: dict[str, object], **context: Any) -> dict[str, object]:
         """Interest edges of the day's users (uig_tasks.refresh.run_refresh)."""
         from uig_tasks.airflow_context import config_from_params

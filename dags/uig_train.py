@@ -12,6 +12,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 
+from failures import fail_fast_on_uig_error
 from params import data_root_param
 
 GPU_POOL = "gpu"
@@ -78,6 +79,7 @@ def _config(context: dict[str, Any]):  # -> UigConfig
 )
 def uig_train() -> None:
     @task(pool=GPU_POOL)
+    @fail_fast_on_uig_error
     def encode(**context: Any) -> dict[str, object]:
         """Text vectors for new or changed items (uig_tasks.encode.run_encode)."""
         from uig_tasks.airflow_context import run_logical_time
@@ -86,6 +88,7 @@ def uig_train() -> None:
         return run_encode(_config(context), run_logical_time(context))
 
     @task
+    @fail_fast_on_uig_error
     def build_graph(encoded: dict[str, object], **context: Any) -> dict[str, object]:
         """Training snapshot from Delta (uig_tasks.train.build_snapshot)."""
         from uig_tasks.airflow_context import run_logical_time
@@ -96,6 +99,7 @@ def uig_train() -> None:
         return build_snapshot(config, run_logical_time(context), config.data_root / "snapshots" / f"train-{run_id}")
 
     @task(pool=GPU_POOL)
+    @fail_fast_on_uig_error
     def train(snapshot: dict[str, object], **context: Any) -> dict[str, object]:
         """Fit, log and register a uig-gcn version (uig_tasks.train.train_candidate)."""
         from uig_tasks.train import train_candidate
@@ -105,6 +109,7 @@ def uig_train() -> None:
         return train_candidate(_config(context), str(snapshot["path"]), overrides, run_name=context["run_id"])
 
     @task(pool=GPU_POOL)
+    @fail_fast_on_uig_error
     def evaluate(snapshot: dict[str, object], trained: dict[str, object], **context: Any) -> dict[str, object]:
         """Test-window metrics of the new version and the baselines (uig_tasks.train.evaluate_snapshot)."""
         from uig_tasks.train import evaluate_snapshot
@@ -113,6 +118,7 @@ def uig_train() -> None:
         return evaluate_snapshot(_config(context), str(snapshot["path"]), models, ref=int(trained["version"]))
 
     @task
+    @fail_fast_on_uig_error
     def gate(snapshot: dict[str, object], trained: dict[str, object], **context: Any) -> dict[str, object]:
         """Move @champion only if the new version beats it on validation (uig_tasks.train.gate_candidate)."""
         from uig_tasks.train import gate_candidate

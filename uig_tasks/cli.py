@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from uig_tasks.config import ConfigError, UigConfig
+from uig_common.errors import UigError
 from uig_common.timeutil import parse_time
+from uig_tasks.config import UigConfig
 
 log = logging.getLogger("uig")
-_OWN_PACKAGES = {"uig_tasks", "models", "spark_jobs"}
 
 
 def _print_table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> None:
@@ -434,14 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, LookupError, FileNotFoundError) as exc:
+    except UigError as exc:  # named errors carry an actionable message; anything else is a bug
         print(f"uig: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # the project's own named errors carry an actionable message
-        if type(exc).__module__.split(".")[0] in _OWN_PACKAGES:
-            print(f"uig: error: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

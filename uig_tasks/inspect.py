@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from uig_tasks.config import UigConfig
-from uig_common.errors import NotFoundError
+from uig_common.errors import InputError, NotFoundError
 
 
 class UnknownUserError(NotFoundError):
@@ -87,7 +87,7 @@ def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
     from uig_tasks.refresh import interest_inputs
 
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise InputError(f"k must be >= 1, got {k}")
     spark = io.get_spark(config.spark, "uig-recommend")
     key, _ = _resolve_user(spark, config, user)
     stored = (

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uig_common.errors import InputError
 from uig_tasks.movielens import items as movielens_items
 from uig_tasks.movielens import movielens_dir, users as movielens_users, _write_jsonl
 
@@ -29,7 +30,7 @@ def generate(
 ) -> dict[str, object]:
     """Land ``n_events`` synthetic events over ``n_days`` day files (plus the real catalog)."""
     if n_events <= 0 or n_users <= 0 or n_days <= 0:
-        raise ValueError("events, users and days must all be positive")
+        raise InputError("events, users and days must all be positive")
     start = start or datetime(2024, 1, 1, tzinfo=timezone.utc)
     ml = movielens_dir()
     catalog = movielens_items(ml)

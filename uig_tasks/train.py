@@ -250,7 +250,7 @@ def train_config_from(overrides: dict[str, Any] | None = None):  # -> GCNTrainCo
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = set(given) - fields
     if unknown:
-        raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(fields)}")
+        raise InputError(f"unknown training settings {sorted(unknown)}; known: {sorted(fields)}")
     config = GCNTrainConfig(**given)
     config.check()
     return config
@@ -377,7 +377,7 @@ def evaluate_snapshot(
 
     unknown = set(models) - set(MODEL_CHOICES)
     if unknown:
-        raise ValueError(f"unknown models {sorted(unknown)}; choose from {', '.join(MODEL_CHOICES)}")
+        raise InputError(f"unknown models {sorted(unknown)}; choose from {', '.join(MODEL_CHOICES)}")
     snapshot = TrainingSnapshot.load(snapshot_path)
     _, data = snapshot.split()
     inputs = data.before_test
@@ -391,7 +391,7 @@ def evaluate_snapshot(
         if name == "uig-gcn":
             scorer, version = registry.load_scorer(config, ref)
             if tuple(scorer.item_ids) != tuple(data.train.items):
-                raise ValueError(f"uig-gcn version {version} was trained over another item index; retrain it")
+                raise InputError(f"uig-gcn version {version} was trained over another item index; retrain it")
             scorer = scorer.with_inputs(inputs, data.test_start)
             label = f"uig-gcn v{version}"
         elif name == "most-popular":
@@ -419,7 +419,7 @@ def evaluate_rolling(
     _, data = TrainingSnapshot.load(snapshot_path).split()
     scorer, version = registry.load_scorer(config, ref)
     if tuple(scorer.item_ids) != tuple(data.train.items):
-        raise ValueError(f"uig-gcn version {version} was trained over another item index; retrain it")
+        raise InputError(f"uig-gcn version {version} was trained over another item index; retrain it")
     results = rolling_evaluation(data, scorer, progress)
     return {name.replace("gcn", f"uig-gcn v{version}"): values for name, values in results.items()}
 

@@ -15,8 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from uig_common import names as C
-
-SECONDS_PER_DAY = 86_400.0
+from uig_common.timeutil import decay_factor
 ITEM_EVENT_TYPES = tuple(t for t in C.EVENT_TYPES if t != "search")
 
 
@@ -24,9 +23,9 @@ def _as_of_lit(as_of: datetime) -> Column:
     return F.lit(as_of).cast("timestamp")
 
 
-def _decay_factor(ts: Column, as_of: Column, half_life_days: float) -> Column:
-    age_days = (as_of.cast("double") - ts.cast("double")) / SECONDS_PER_DAY
-    return F.pow(F.lit(2.0), -age_days / F.lit(half_life_days))
+def _decay_since(ts: Column, as_of: Column, half_life_days: float) -> Column:
+    """The shared :func:`uig_common.timeutil.decay_factor`, on the age of ``ts`` at ``as_of``."""
+    return decay_factor(as_of.cast("double") - ts.cast("double"), half_life_days)
 
 
 def event_strength(events: DataFrame, weights: Mapping[str, float]) -> DataFrame:
@@ -47,7 +46,7 @@ def user_item_affinity(
     at = _as_of_lit(as_of)
     scored = event_strength(
         events.where(F.col(C.ITEM_ID).isNotNull() & (F.col(C.TS) <= at)), weights
-    ).withColumn("decayed", F.col("strength") * _decay_factor(F.col(C.TS), at, half_life_days))
+    ).withColumn("decayed", F.col("strength") * _decay_since(F.col(C.TS), at, half_life_days))
     counts = [F.sum((F.col(C.EVENT_TYPE) == t).cast("long")).alias(f"n_{t}") for t in ITEM_EVENT_TYPES]
     return (
         scored.groupBy(C.USER_KEY, C.ITEM_ID)
@@ -104,7 +103,7 @@ def user_topic_affinity(user_items: DataFrame, topics: DataFrame) -> DataFrame:
 def decay_to(affinity: DataFrame, *, as_of: datetime, half_life_days: float) -> DataFrame:
     """Re-evaluate stored weights at a later ``as_of`` (valid when no event fell in between)."""
     at = _as_of_lit(as_of)
-    return affinity.withColumn(C.WEIGHT, F.col(C.WEIGHT) * _decay_factor(F.col(C.AS_OF), at, half_life_days)).withColumn(
+    return affinity.withColumn(C.WEIGHT, F.col(C.WEIGHT) * _decay_since(F.col(C.AS_OF), at, half_life_days)).withColumn(
         C.AS_OF, at
     )
 
