@@ -6,12 +6,16 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spark_jobs.transforms.lines import (
+    EVENT_TYPES,
     REASONS,
     Rejection,
     ValidEvent,
     pseudonymise_user_id,
+    redacted_preview,
     split_lines,
     validate_line,
 )
@@ -107,3 +111,110 @@ def test_split_lines_keeps_numbering_and_blank_lines():
     assert split_lines(b"") == []
     assert split_lines(b"a\nb\n") == [b"a", b"b"]
     assert split_lines(b"a\n\nb") == [b"a", b"", b"b"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"event_id": "e", "user_id": "7", "event_type": "view", "item_id": "1", "ts": "9999-12-31T23:59:59-14:00"}',
+         "value_out_of_range"),
+        (b'{"event_id": "e", "user_id": "\\ud800", "event_type": "view", "item_id": "1", "ts": 875000000}',
+         "invalid_unicode"),
+        (b'{"event_id": "e", "user_id": "7", "event_type": "search", "query": "a\\udfff", "ts": 875000000}',
+         "invalid_unicode"),
+        (b'{"event_id": "e", "user_id": "7", "event_type": "rate", "item_id": "1", "rating": 1' + b"0" * 400
+         + b', "ts": 875000000}', "value_out_of_range"),
+        (b'{"event_id": "e", "user_id": "7", "event_type": "view", "item_id": "1", "ts": 1' + b"0" * 400 + b"}",
+         "value_out_of_range"),
+        (b'{"event_id": "e", "user_id": "7", "event_type": "view", "item_id": "1", "ts": 1' + b"0" * 5000 + b"}",
+         "invalid_json"),  # Python refuses to parse integers of more than 4300 digits
+        (b'{"event_id": 1' + b"0" * 30 + b', "user_id": "7", "event_type": "view", "item_id": "1", "ts": 875000000}',
+         "value_out_of_range"),
+        (b'{"event_id": "e", "user_id": "7", "user_id": "8", "event_type": "view", "item_id": "1", "ts": 875000000}',
+         "duplicate_key"),
+        (b'{"event_id": "e", "user_id": "7", "event_type": "rate", "item_id": "1", "rating": NaN, "ts": 875000000}',
+         "value_out_of_range"),
+    ],
+)
+def test_hostile_lines_get_a_reason_instead_of_an_exception(raw, reason):
+    result = validate_line(raw, max_line_bytes=100_000, logical_time=BATCH_TIME, future_tolerance_seconds=86_400)
+    assert isinstance(result, Rejection) and result.reason == reason, result
+    assert result.reason in REASONS
+    result.detail.encode("utf-8")  # details are stored: they must be valid text
+
+
+def test_an_oversized_line_is_judged_by_its_true_length():
+    prefix = json.dumps(GOOD).encode()
+    result = validate_line(prefix, max_line_bytes=4096, logical_time=BATCH_TIME, future_tolerance_seconds=0,
+                           byte_length=50_000_000)
+    assert isinstance(result, Rejection) and result.reason == "line_too_long" and "50000000" in result.detail
+
+
+def test_redacted_preview_hides_the_user_id_and_is_bounded():
+    assert "196" not in redacted_preview(b'{"event_id": "e", "user_id": "196", "ts": 1}')
+    assert "196" not in redacted_preview(b'{"user_id":196,"x":1}')
+    assert "196" not in redacted_preview(b'{"user_id": "19\\"6 unterminated')
+    assert redacted_preview(b'{"user_id": "7"}') == '{"user_id": "<redacted>"}'
+    assert len(redacted_preview(b"x" * 10_000)) == 201  # 200 characters and an ellipsis
+    redacted_preview(b"\xff\xfe").encode("utf-8")
+
+
+def test_content_hash_ignores_formatting_but_not_meaning():
+    a = check(GOOD)
+    b = check(b'{"ts":"1997-10-01T08:00:00Z","item_id":50,"event_type":"view","user_id":"7","event_id":"e1"}')
+    c = check({**GOOD, "item_id": "51"})
+    assert isinstance(a, ValidEvent) and isinstance(b, ValidEvent) and isinstance(c, ValidEvent)
+    assert a.content_hash("k") == b.content_hash("k") != c.content_hash("k")
+
+
+# --- property-based: no input makes the validator raise -----------------------------------------
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+_fields = {
+    "event_id": st.one_of(st.text(max_size=12), st.integers(), _json_values),
+    "user_id": st.one_of(st.text(max_size=12), st.integers(), _json_values),
+    "event_type": st.one_of(st.sampled_from(sorted(EVENT_TYPES)), st.text(max_size=8), _json_values),
+    "item_id": st.one_of(st.text(max_size=8), st.integers(), _json_values),
+    "rating": st.one_of(st.floats(), st.integers(), _json_values),
+    "query": st.one_of(st.text(max_size=20), _json_values),
+    "ts": st.one_of(st.integers(), st.floats(), st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+                    st.text(max_size=30), _json_values),
+    "source": st.one_of(st.none(), st.text(max_size=8), _json_values),
+}
+_events = st.fixed_dictionaries({}, optional=_fields)
+
+
+def _outcome(raw: bytes) -> ValidEvent | Rejection:
+    result = validate_line(raw, max_line_bytes=4096, logical_time=BATCH_TIME, future_tolerance_seconds=86_400)
+    assert isinstance(result, (ValidEvent, Rejection))
+    if isinstance(result, Rejection):
+        assert result.reason in REASONS and result.reason != "validator_error", result
+        result.detail.encode("utf-8")
+    else:  # a clean event must be storable: valid text everywhere, a finite rating
+        for text in (result.event_id, result.user_id, result.item_id, result.query, result.source):
+            if text is not None:
+                text.encode("utf-8")
+        assert result.rating is None or 1 <= result.rating <= 5
+        result.content_hash("k")
+    return result
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_get_clean_or_a_reason(raw):
+    _outcome(raw)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_events)
+def test_arbitrary_json_events_get_clean_or_a_reason(event):
+    _outcome(json.dumps(event, allow_nan=True).encode("utf-8", errors="surrogatepass"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_arbitrary_json_documents_get_clean_or_a_reason(value):
+    _outcome(json.dumps(value, allow_nan=True).encode("utf-8", errors="surrogatepass"))
