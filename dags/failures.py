@@ -3,7 +3,8 @@
 A named error means a person has to act (bad params, a missing snapshot, a batch that does not
 add up); retrying the same input would only repeat it, so the task fails without retries and the
 log's last line is the error's actionable message. Any other exception is unexpected and keeps
-the DAG's retry policy and its traceback.
+the DAG's retry policy and its traceback, and so does a ``UigError`` marked ``retryable`` (a data
+root busy with another writer: a later try can succeed).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def fail_fast_on_uig_error(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UigError as exc:
+            if exc.retryable:  # e.g. the data root stayed busy: a later try can succeed
+                raise
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]

@@ -73,6 +73,7 @@ def get_spark(settings: SparkSettings, app_name: str = "uig") -> "SparkSession":
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.warehouse.dir", str((settings.work_dir / "spark-warehouse").resolve()))
         .config("spark.driver.extraJavaOptions", "-Dderby.system.home=" + str(settings.work_dir.resolve()))
+        .config("spark.hadoop.fs.permissions.umask-mode", f"{settings.file_umask:03o}")
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -116,13 +117,20 @@ def table_version(spark: "SparkSession", lake: Lake, table: str) -> int:
 
 
 def overwrite(
-    spark: "SparkSession", lake: Lake, table: str, df: "DataFrame", replace_where: str | None = None
+    spark: "SparkSession", lake: Lake, table: str, df: "DataFrame", replace_where: str | None = None,
+    *, overwrite_schema: bool = False,
 ) -> None:
-    """Replace the whole table, or only the rows matching ``replace_where``, in one commit."""
+    """Replace the whole table, or only the rows matching ``replace_where``, in one commit.
+
+    ``overwrite_schema`` (whole-table only) also replaces a stored schema that predates the
+    table's contract, e.g. a column added since the table was written.
+    """
     path = ensure_table(spark, lake, table)
     writer = df.select(*TABLE_SCHEMAS[table].fieldNames()).write.format("delta").mode("overwrite")
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
+    elif overwrite_schema:
+        writer = writer.option("overwriteSchema", "true")
     if table in TABLE_PARTITIONS:
         writer = writer.partitionBy(*TABLE_PARTITIONS[table])
     writer.save(path)

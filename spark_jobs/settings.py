@@ -23,6 +23,9 @@ class SparkSettings:
     shuffle_partitions: int
     driver_memory: str
     work_dir: Path  # spark-warehouse / derby home, under the data root
+    # Bits Hadoop clears on every file and folder Spark and Delta create (its own umask,
+    # fs.permissions.umask-mode, is 022 by default and ignores the process's).
+    file_umask: int = 0o022
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ from __future__ import annotations
 class UigError(Exception):
     """Base class of every named UIG error: its message says what to do about it."""
 
+    #: True where the same call can succeed later unchanged (e.g. a busy data root): DAG tasks
+    #: keep their retries for these instead of failing at once.
+    retryable: bool = False
+
 
 class InputError(UigError, ValueError):
     """A value a user passed (flag, param, file content) is invalid."""

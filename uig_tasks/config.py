@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from spark_jobs.settings import AggregateSettings, IngestSettings, Lake, SparkSettings
 from uig_common.errors import InputError
+from uig_tasks.datadir import UMASK, secrets_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +52,9 @@ class UigConfig:
     # (re-scored on the same window) by at least this much.
     gate_margin: float = 0.002
     mlflow_experiment: str = "uig"
+    # How long a task that writes tables waits for another one holding the data root's writer
+    # lock (uig_tasks.locking) before it fails with DataRootBusyError.
+    lock_timeout_seconds: float = 600.0
 
     # --- derived locations -------------------------------------------------------------
     @property
@@ -74,6 +78,7 @@ class UigConfig:
             shuffle_partitions=self.spark_shuffle_partitions,
             driver_memory=self.spark_driver_memory,
             work_dir=self.data_root,
+            file_umask=UMASK,
         )
 
     def ingest_settings(self) -> IngestSettings:
@@ -125,6 +130,8 @@ class UigConfig:
             raise ConfigError(f"gate_margin must be >= 0, got {self.gate_margin}")
         if self.future_tolerance_seconds < 0:
             raise ConfigError("future_tolerance_seconds must be >= 0")
+        if self.lock_timeout_seconds < 0:
+            raise ConfigError(f"lock_timeout_seconds must be >= 0, got {self.lock_timeout_seconds}")
         return self
 
     def resolved_user_salt(self) -> str:
@@ -136,10 +143,9 @@ class UigConfig:
         """
         if self.user_salt:
             return self.user_salt
-        path = self.data_root / ".secrets" / "user_salt"
+        path = secrets_dir(self.data_root) / "user_salt"  # .secrets/ 0700 in a 0750 data root
         if path.exists():
             return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
         salt = secrets.token_hex(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:

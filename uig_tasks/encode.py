@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from uig_tasks.config import UigConfig
+from uig_tasks.locking import with_writer_lock
 from uig_common.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class EmbeddingsNotFoundError(NotFoundError):
     """``gold.item_embeddings`` holds no vectors for the requested encoder version."""
 
 
+@with_writer_lock("encode")
 def run_encode(config: UigConfig, encoded_at: datetime, batch_size: int = 64) -> dict[str, object]:
     """Encode new and changed items of ``silver.items`` and MERGE them into ``gold.item_embeddings``.
 

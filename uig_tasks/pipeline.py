@@ -9,10 +9,12 @@ import logging
 from datetime import datetime
 
 from uig_tasks.config import UigConfig
+from uig_tasks.locking import with_writer_lock
 
 log = logging.getLogger(__name__)
 
 
+@with_writer_lock("ingest")
 def run_ingest(config: UigConfig, logical_time: datetime) -> dict[str, object]:
     """Upsert the catalog, then ingest every landing event file not ingested before."""
     from spark_jobs.ingest_job import ingest_catalog, ingest_events
@@ -29,6 +31,7 @@ def run_ingest(config: UigConfig, logical_time: datetime) -> dict[str, object]:
     return {"logical_time": logical_time.isoformat(), "catalog": catalog, "batches": batches, **totals}
 
 
+@with_writer_lock("aggregate")
 def run_aggregate(config: UigConfig, as_of: datetime, full: bool = False) -> dict[str, object]:
     """Recompute gold affinities at ``as_of`` for dirty users (or everyone with ``full``)."""
     from spark_jobs.aggregate_job import aggregate
