@@ -15,6 +15,7 @@ from airflow.sdk import Param, dag, task
 from assets import AGGREGATE_OUTLETS, INGEST_OUTLETS
 from failures import fail_fast_on_uig_error
 from params import data_root_param
+from pools import WRITER_POOL, WRITERS_DOC
 
 DOC_MD = """
 ### UIG ingest
@@ -30,7 +31,7 @@ new events.
   config), `full_aggregate` (recompute every user instead of only the dirty ones).
 * **Assets**: `ingest` updates the silver tables, `aggregate` the gold ones; DAGs downstream
   schedule on them (see `dags/assets.py`).
-"""
+""" + WRITERS_DOC + "\n"
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "uig",
@@ -69,7 +70,7 @@ PARAMS: dict[str, Param] = {
     doc_md=DOC_MD,
 )
 def uig_ingest() -> None:
-    @task(outlets=list(INGEST_OUTLETS))
+    @task(pool=WRITER_POOL, outlets=list(INGEST_OUTLETS))
     @fail_fast_on_uig_error
     def ingest(**context: Any) -> dict[str, object]:
         """Bronze + silver from new landing files (uig_tasks.pipeline.run_ingest)."""
@@ -79,7 +80,7 @@ def uig_ingest() -> None:
         config, logical_time = task_inputs(context)
         return run_ingest(config, logical_time)
 
-    @task(outlets=list(AGGREGATE_OUTLETS))
+    @task(pool=WRITER_POOL, outlets=list(AGGREGATE_OUTLETS))
     @fail_fast_on_uig_error
     def aggregate(**context: Any) -> dict[str, object]:
         """Gold affinities as of the run's time (uig_tasks.pipeline.run_aggregate)."""

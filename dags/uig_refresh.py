@@ -14,6 +14,7 @@ from airflow.sdk import Param, dag, task
 from assets import GOLD_USER_ITEM_AFFINITY, REFRESH_OUTLETS
 from failures import fail_fast_on_uig_error
 from params import data_root_param
+from pools import GPU_POOL, WRITERS_DOC
 
 DOC_MD = """
 ### UIG refresh
@@ -27,7 +28,7 @@ rollback), every user is refreshed.
   `uig_replay`), or by hand.
 * **Params**: `data_root`, `full` (refresh every user).
 * **Time**: the refresh is as of the last aggregate's time.
-"""
+""" + WRITERS_DOC + "\n"
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "uig",
@@ -53,7 +54,7 @@ PARAMS: dict[str, Param] = {
     doc_md=DOC_MD,
 )
 def uig_refresh() -> None:
-    @task(pool="gpu", outlets=list(REFRESH_OUTLETS))
+    @task(pool=GPU_POOL, outlets=list(REFRESH_OUTLETS))
     @fail_fast_on_uig_error
     def refresh(**context: Any) -> dict[str, object]:
         """Interest edges of dirty users (uig_tasks.refresh.run_refresh)."""

@@ -14,6 +14,7 @@ from airflow.sdk import Param, dag, task
 from assets import AGGREGATE_OUTLETS, INGEST_OUTLETS, REFRESH_OUTLETS
 from failures import fail_fast_on_uig_error
 from params import data_root_param
+from pools import GPU_POOL, WRITER_POOL, WRITERS_DOC
 
 DOC_MD = """
 ### UIG replay (MovieLens-100k, one day per run)
@@ -25,7 +26,8 @@ DOC_MD = """
 
 Inspect the result with `uig user USER_ID` or `uig tables`. When every day is landed, the run
 does nothing more. **Params**: `data_root`.
-"""
+
+""" + WRITERS_DOC + "\n"
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "uig",
@@ -59,7 +61,7 @@ def uig_replay() -> None:
 
         return land(config_from_params(context["params"]).landing_dir)
 
-    @task(outlets=list(INGEST_OUTLETS))
+    @task(pool=WRITER_POOL, outlets=list(INGEST_OUTLETS))
     @fail_fast_on_uig_error
     def ingest(landed: dict[str, object], **context: Any) -> dict[str, object]:
         """Bronze + silver as of the end of the landed day (uig_tasks.pipeline.run_ingest)."""
@@ -69,7 +71,7 @@ def uig_replay() -> None:
 
         return run_ingest(config_from_params(context["params"]), end_of_replayed_day(landed))
 
-    @task(outlets=list(AGGREGATE_OUTLETS))
+    @task(pool=WRITER_POOL, outlets=list(AGGREGATE_OUTLETS))
     @fail_fast_on_uig_error
     def aggregate(landed: dict[str, object], ingested: dict[str, object], **context: Any) -> dict[str, object]:
         """Gold affinities as of the end of the landed day (uig_tasks.pipeline.run_aggregate)."""
@@ -79,7 +81,7 @@ def uig_replay() -> None:
 
         return run_aggregate(config_from_params(context["params"]), end_of_replayed_day(landed))
 
-    @task(pool="gpu", outlets=list(REFRESH_OUTLETS))
+    @task(pool=GPU_POOL, outlets=list(REFRESH_OUTLETS))
     @fail_fast_on_uig_error
     def refresh(aggregated: dict[str, object], **context: Any) -> dict[str, object]:
         """Interest edges of the day's users (uig_tasks.refresh.run_refresh)."""

@@ -14,8 +14,7 @@ from airflow.sdk import Param, dag, task
 
 from failures import fail_fast_on_uig_error
 from params import data_root_param
-
-GPU_POOL = "gpu"
+from pools import GPU_POOL, WRITERS_DOC
 
 DOC_MD = """
 ### UIG train
@@ -33,7 +32,8 @@ DOC_MD = """
 
 **Params**: `data_root`, `epochs`, `seed`, `dim`, `gate_margin`, `evaluate_models`.
 Roll back with `uig models --promote VERSION` (or the MLflow UI's alias editor).
-"""
+
+""" + WRITERS_DOC + "\n"
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "uig",

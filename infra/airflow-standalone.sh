@@ -50,9 +50,12 @@ cat >&2 <<EOF
 [uig]                    $PASSWORDS   (user "admin")
 EOF
 
-# Model tasks (encode, train, evaluate) run in the `gpu` pool: one slot here, so two trainings
-# never share a machine; a deployment sizes it to its GPU workers.
+# Model tasks (encode, train, evaluate, refresh) run in the `gpu` pool: one slot here, so two
+# trainings never share a machine; a deployment sizes it to its GPU workers. The other tasks that
+# write Delta tables (ingest, aggregate) share `uig_writer`, one slot everywhere: one writer at a
+# time (dags/pools.py; the writer lock in uig_tasks/locking.py serialises across the two pools).
 airflow db migrate >/dev/null
 airflow pools set gpu "${UIG_GPU_POOL_SLOTS:-1}" "UIG model tasks (torch; GPU when one exists)" >/dev/null
+airflow pools set uig_writer 1 "UIG tasks that write Delta tables: one at a time" >/dev/null
 
 exec airflow standalone
