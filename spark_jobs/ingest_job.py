@@ -13,6 +13,7 @@ import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Mapping
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -21,7 +22,8 @@ from uig_common import names as C
 from uig_common.errors import InputError, UigError
 from spark_jobs import io
 from spark_jobs.faults import crash_point
-from spark_jobs.schemas import OPS_BATCHES
+from spark_jobs.landing import LandingScan, Segment, catalog_files, scan_landing, segment_is_intact
+from spark_jobs.schemas import OPS_BATCHES, OPS_LANDING_FILES, SEGMENT
 from spark_jobs.settings import IngestSettings, Lake
 from spark_jobs.transforms.catalog import items_from_landing, users_from_landing
 from spark_jobs.transforms.ingest import (
@@ -35,7 +37,6 @@ from spark_jobs.transforms.ingest import (
 
 log = logging.getLogger(__name__)
 
-EVENTS_SUBDIR = "events"
 ITEMS_SUBDIR = "catalog/items"
 USERS_SUBDIR = "catalog/users"
 
@@ -60,18 +61,55 @@ class BatchResult:
         return asdict(self)
 
 
-def landing_event_files(landing_dir: Path) -> list[str]:
-    """Event files under ``landing/events`` as sorted paths relative to the landing folder."""
-    root = landing_dir
-    return sorted(str(p.relative_to(root)) for p in (root / EVENTS_SUBDIR).rglob("*.jsonl") if p.is_file())
+def batch_id_for(segments: list[Segment], logical_time: datetime) -> str:
+    """Derived from the byte ranges the batch ingests, so a re-planned batch gets a new id."""
+    plan = "\n".join(f"{s.source_file}\t{s.start_byte}\t{s.end_byte}\t{s.sha256}" for s in segments)
+    return f"{logical_time:%Y%m%dT%H%M%S}-{hashlib.sha256(plan.encode()).hexdigest()[:12]}"
 
 
-def batch_id_for(files: list[str], logical_time: datetime) -> str:
-    digest = hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()[:12]
-    return f"{logical_time:%Y%m%dT%H%M%S}-{digest}"
+def _segments_of(batch: Mapping[str, object]) -> list[Segment]:
+    return [Segment(**(s.asDict() if hasattr(s, "asDict") else dict(s))) for s in batch[C.SEGMENTS] or []]  # type: ignore[union-attr]
+
+
+def _ingested_segments(batches: list) -> dict[str, Segment]:
+    """The latest segment of each landing file over every batch that still counts (not abandoned)."""
+    latest: dict[str, Segment] = {}
+    for batch in sorted(batches, key=lambda b: b[C.BATCH_SEQ]):
+        if batch[C.STATUS] == C.BATCH_ABANDONED:
+            continue
+        for segment in _segments_of(batch):
+            latest[segment.source_file] = segment
+    return latest
+
+
+def _record_scan(spark: SparkSession, lake: Lake, scan: LandingScan, scanned_at: datetime) -> None:
+    """Replace ``ops.landing_files`` with this scan's report (one commit; nothing is skipped silently)."""
+    rows = [(f.source_file, f.status, f.reason, f.detail, f.size, f.ingested_bytes, f.pending_bytes)
+            for f in scan.files]
+    stored = {tuple(r)[:-1] for r in io.read_table(spark, lake, C.OPS_LANDING_FILES).collect()}
+    if stored != set(rows):  # an unchanged landing folder writes nothing (not even an empty commit)
+        frame = spark.createDataFrame([(*r, scanned_at) for r in rows], OPS_LANDING_FILES)
+        io.overwrite(spark, lake, C.OPS_LANDING_FILES, frame)
+    for f in scan.skipped:
+        log.warning("landing file skipped: %s (%s: %s)", f.source_file, f.reason, f.detail)
 
 
 # --- catalog ----------------------------------------------------------------------------
+ITEM_SCHEMA = "item_id string, title string, genres array<string>, year int, entities array<struct<relation:string,entity_id:string>>"
+USER_SCHEMA = "user_id string, age int, gender string, occupation string, region string"
+
+
+def _catalog_rows(spark: SparkSession, folder: Path, schema: str) -> DataFrame | None:
+    """Rows of the catalog's JSON-lines files (regular files only: links are not followed), with ``_file``."""
+    files = catalog_files(folder)
+    if not files:
+        return None
+    lines = [(name, line.decode("utf-8", "replace")) for name, path in files for line in path.read_bytes().splitlines()
+             if line.strip()]
+    raw = spark.createDataFrame(lines, "_file string, _json string")
+    return raw.select(F.from_json("_json", schema).alias("r"), "_file").select("r.*", "_file")
+
+
 def _latest_per_key(df: DataFrame, key: str) -> DataFrame:
     """One row per key; when several landing files carry a key, the last file (by name) wins."""
     w = Window.partitionBy(key).orderBy(F.col("_file").desc())
@@ -81,22 +119,19 @@ def _latest_per_key(df: DataFrame, key: str) -> DataFrame:
 def ingest_catalog(spark: SparkSession, lake: Lake, settings: IngestSettings, logical_time: datetime) -> dict[str, int]:
     """Upsert items and users (MERGE, updating a row only when its content hash changed)."""
     counts: dict[str, int] = {}
-    items_dir = settings.landing_dir / ITEMS_SUBDIR
-    if list(items_dir.glob("*.jsonl")):
-        schema = "item_id string, title string, genres array<string>, year int, entities array<struct<relation:string,entity_id:string>>"
-        raw = spark.read.schema(schema).json(str(items_dir / "*.jsonl")).withColumn("_file", F.input_file_name())
-        bad = raw.where(F.col(C.ITEM_ID).isNull() | F.col(C.TITLE).isNull()).count()
+    items = _catalog_rows(spark, settings.landing_dir / ITEMS_SUBDIR, ITEM_SCHEMA)
+    if items is not None:
+        bad = items.where(F.col(C.ITEM_ID).isNull() | F.col(C.TITLE).isNull()).count()
         if bad:
-            raise InputError(f"{bad} item rows in {items_dir} have no item_id or title; fix the catalog files")
-        items = items_from_landing(_latest_per_key(raw, C.ITEM_ID), logical_time)
+            raise InputError(f"{bad} item rows in {settings.landing_dir / ITEMS_SUBDIR} have no item_id or title; "
+                             "fix the catalog files")
+        items = items_from_landing(_latest_per_key(items, C.ITEM_ID), logical_time)
         counts["items_changed"] = _upsert_changed(spark, lake, C.SILVER_ITEMS, items, C.ITEM_ID)
         counts["items"] = io.read_table(spark, lake, C.SILVER_ITEMS).count()
-    users_dir = settings.landing_dir / USERS_SUBDIR
-    if list(users_dir.glob("*.jsonl")):
-        schema = "user_id string, age int, gender string, occupation string, region string"
-        raw = spark.read.schema(schema).json(str(users_dir / "*.jsonl")).withColumn("_file", F.input_file_name())
-        raw = raw.where(F.col(C.USER_ID).isNotNull())
-        users = users_from_landing(_latest_per_key(raw, C.USER_ID), settings.user_salt, logical_time)
+    users = _catalog_rows(spark, settings.landing_dir / USERS_SUBDIR, USER_SCHEMA)
+    if users is not None:
+        users = users.where(F.col(C.USER_ID).isNotNull())
+        users = users_from_landing(_latest_per_key(users, C.USER_ID), settings.user_salt, logical_time)
         counts["users_changed"] = _upsert_changed(spark, lake, C.SILVER_USERS, users, C.USER_KEY)
         counts["users"] = io.read_table(spark, lake, C.SILVER_USERS).count()
     return counts
@@ -127,23 +162,35 @@ def _upsert_changed(spark: SparkSession, lake: Lake, table: str, rows: DataFrame
 
 
 def ingest_events(spark: SparkSession, lake: Lake, settings: IngestSettings, logical_time: datetime) -> list[BatchResult]:
-    """Resume any unfinished batch, then ingest the landing files never seen before as one batch."""
-    batches = io.read_table(spark, lake, C.OPS_BATCHES).collect()
-    results: list[BatchResult] = []
-    for row in sorted((b for b in batches if b[C.STATUS] != C.BATCH_COMMITTED), key=lambda b: b[C.BATCH_SEQ]):
-        log.warning("resuming unfinished batch %s (%d files)", row[C.BATCH_ID], len(row[C.FILES]))
-        results.append(_run_batch(spark, lake, settings, row.asDict(), resumed=True))
+    """Resume any unfinished batch, then ingest every new complete line under landing as one batch.
 
-    seen = {f for b in batches for f in b[C.FILES]}
-    new_files = [f for f in landing_event_files(settings.landing_dir) if f not in seen]
-    if not new_files:
-        log.info("no new landing files")
+    What is new is decided by :func:`spark_jobs.landing.scan_landing` against the segments of
+    earlier batches (byte offsets and a hash per file), so lines appended to a file after it was
+    ingested are picked up exactly once; every entry's fate is written to ``ops.landing_files``.
+    """
+    batches = [b.asDict() for b in io.read_table(spark, lake, C.OPS_BATCHES).collect()]
+    results: list[BatchResult] = []
+    unfinished = (b for b in batches if b[C.STATUS] not in (C.BATCH_COMMITTED, C.BATCH_ABANDONED))
+    for row in sorted(unfinished, key=lambda b: b[C.BATCH_SEQ]):
+        result = _resume_batch(spark, lake, settings, row)
+        if result is None:
+            row[C.STATUS] = C.BATCH_ABANDONED
+        else:
+            results.append(result)
+
+    scan = scan_landing(settings.landing_dir, _ingested_segments(batches))
+    _record_scan(spark, lake, scan, logical_time)
+    if not scan.segments:
+        pending = sum(f.pending_bytes for f in scan.files)
+        log.info("no new complete lines in landing (%d files; %d skipped; %d bytes of unfinished lines wait)",
+                 len(scan.files), len(scan.skipped), pending)
         return results
     batch = {
-        C.BATCH_ID: batch_id_for(new_files, logical_time),
+        C.BATCH_ID: batch_id_for(scan.segments, logical_time),
         C.BATCH_SEQ: max((b[C.BATCH_SEQ] for b in batches), default=0) + 1,
         C.LOGICAL_TIME: logical_time,
-        C.FILES: new_files,
+        C.FILES: sorted({s.source_file for s in scan.segments}),
+        C.SEGMENTS: [s.as_dict() for s in scan.segments],
         C.STATUS: C.BATCH_STARTED,
         C.MAX_EVENT_TS + "_before": _ingest_watermark(spark, lake),
     }
@@ -153,7 +200,21 @@ def ingest_events(spark: SparkSession, lake: Lake, settings: IngestSettings, log
     return results
 
 
-def _run_batch(spark: SparkSession, lake: Lake, settings: IngestSettings, batch: dict, resumed: bool) -> BatchResult:
+def _resume_batch(spark: SparkSession, lake: Lake, settings: IngestSettings, batch: dict) -> BatchResult | None:
+    """Finish a batch a killed run left behind; None (batch abandoned) if its bytes are gone from landing."""
+    has_bronze = io.read_table(spark, lake, C.BRONZE_EVENTS_RAW).where(F.col(C.BATCH_ID) == batch[C.BATCH_ID]).limit(1).count()
+    if not has_bronze and not all(segment_is_intact(settings.landing_dir, s) for s in _segments_of(batch)):
+        log.warning("abandoning unfinished batch %s: its landing bytes changed before bronze held them; "
+                    "the files are planned again", batch[C.BATCH_ID])
+        _write_batch_row(spark, lake, {**batch, C.STATUS: C.BATCH_ABANDONED})
+        return None
+    log.warning("resuming unfinished batch %s (%d files)", batch[C.BATCH_ID], len(batch[C.FILES]))
+    return _run_batch(spark, lake, settings, batch, resumed=True, bronze_done=bool(has_bronze))
+
+
+def _run_batch(
+    spark: SparkSession, lake: Lake, settings: IngestSettings, batch: dict, resumed: bool, bronze_done: bool = False
+) -> BatchResult:
     batch_id, seq = batch[C.BATCH_ID], int(batch[C.BATCH_SEQ])
     logical_time: datetime = batch[C.LOGICAL_TIME]
     files: list[str] = list(batch[C.FILES])
@@ -162,9 +223,12 @@ def _run_batch(spark: SparkSession, lake: Lake, settings: IngestSettings, batch:
     landing = str(settings.landing_dir.resolve())
     log.info("batch %s (seq %d): %d files", batch_id, seq, len(files))
 
-    # 1. bronze: every line as received.
-    raw_files = spark.read.format("binaryFile").load([str(Path(landing) / f) for f in files])
-    io.overwrite(spark, lake, C.BRONZE_EVENTS_RAW, bronze_rows(raw_files, batch_id, logical_time, landing), where_batch)
+    # 1. bronze: every line as received (files read on the executors, one segment per task).
+    if not bronze_done:
+        segments = [s.as_dict() for s in _segments_of(batch)]
+        plan = spark.createDataFrame(segments, SEGMENT).repartition(max(1, min(len(segments), 64)))
+        io.overwrite(spark, lake, C.BRONZE_EVENTS_RAW,
+                     bronze_rows(plan, batch_id, logical_time, landing, settings.max_line_bytes), where_batch)
     crash_point("after_bronze")
 
     # 2. validate, pseudonymise, check items.
@@ -178,7 +242,7 @@ def _run_batch(spark: SparkSession, lake: Lake, settings: IngestSettings, batch:
     )
     flagged = flag_unknown_items(parsed, io.read_table(spark, lake, C.SILVER_ITEMS)).persist()
     try:
-        io.overwrite(spark, lake, C.SILVER_QUARANTINE, quarantine_rows(flagged, bronze, logical_time), where_batch)
+        io.overwrite(spark, lake, C.SILVER_QUARANTINE, quarantine_rows(flagged, logical_time), where_batch)
         crash_point("after_quarantine")
 
         # 3. de-duplicate against this batch and every earlier one, then insert.

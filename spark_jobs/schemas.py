@@ -29,8 +29,8 @@ BRONZE_EVENTS_RAW = _s(
     (C.SOURCE_FILE, StringType()),
     (C.LINE_NO, LongType()),
     (C.RAW_BYTES, BinaryType()),
-    (C.RAW_LINE, StringType()),
-    (C.BYTE_LENGTH, IntegerType()),
+    (C.BYTE_LENGTH, LongType()),
+    (C.LINE_SHA256, StringType()),  # set only when RAW_BYTES holds a prefix of an oversized line
     (C.UTF8_VALID, BooleanType()),
     (C.INGESTED_AT, TimestampType()),
 )
@@ -48,10 +48,11 @@ PARSED_EVENTS = _s(
     (C.RATING, DoubleType()),
     (C.TS, TimestampType()),
     (C.SOURCE, StringType()),
+    (C.CONTENT_HASH, StringType()),  # valid rows: what the event means (duplicates compare it)
     (C.REASON, StringType()),
     (C.DETAIL, StringType()),
-    (C.RAW_LINE, StringType()),  # kept only on rejected rows, for the quarantine
-    (C.RAW_BYTES, BinaryType()),
+    (C.PREVIEW, StringType()),  # rejected rows: redacted, bounded text of the line
+    (C.BYTE_LENGTH, LongType()),
 )
 
 SILVER_EVENTS = _s(
@@ -70,16 +71,19 @@ SILVER_EVENTS = _s(
     (C.SOURCE_FILE, StringType()),
     (C.LINE_NO, LongType()),
     (C.INGESTED_AT, TimestampType()),
+    (C.CONTENT_HASH, StringType()),
 )
 
+# The raw line stays in bronze (one join away by batch, file and line); quarantine keeps a
+# redacted preview, so raw user ids never leave landing and bronze.
 SILVER_QUARANTINE = _s(
     (C.BATCH_ID, StringType()),
     (C.SOURCE_FILE, StringType()),
     (C.LINE_NO, LongType()),
-    (C.RAW_LINE, StringType()),
-    (C.RAW_BYTES, BinaryType()),
     (C.REASON, StringType()),
     (C.DETAIL, StringType()),
+    (C.PREVIEW, StringType()),
+    (C.BYTE_LENGTH, LongType()),
     (C.INGESTED_AT, TimestampType()),
 )
 
@@ -90,6 +94,9 @@ SILVER_DUPLICATES = _s(
     (C.EVENT_ID, StringType()),
     (C.DUPLICATE_OF_BATCH, StringType()),
     (C.INGESTED_AT, TimestampType()),
+    (C.CONTENT_HASH, StringType()),
+    (C.KEPT_CONTENT_HASH, StringType()),
+    (C.CONFLICT, BooleanType()),  # same event_id, different content: the id was reused
 )
 
 ENTITY = StructType([StructField(C.RELATION, StringType()), StructField(C.ENTITY_ID, StringType())])
@@ -119,6 +126,7 @@ GOLD_ITEM_TOPICS = _s(
     (C.TOPIC_ID, StringType()),
     (C.TOPIC_TYPE, StringType()),
     (C.WEIGHT, DoubleType()),
+    (C.TOPIC_NAME, StringType()),  # what a person reads: never a Freebase id
 )
 
 GOLD_USER_ITEM_AFFINITY = _s(
@@ -187,11 +195,34 @@ GOLD_INTEREST_HISTORY = _s(
     (C.AS_OF, TimestampType()),
 )
 
+SEGMENT = StructType([
+    StructField(C.SOURCE_FILE, StringType()),
+    StructField(C.START_BYTE, LongType()),
+    StructField(C.END_BYTE, LongType()),
+    StructField(C.FIRST_LINE_NO, LongType()),
+    StructField(C.LAST_LINE_NO, LongType()),
+    StructField(C.COMPRESSION, StringType()),
+    StructField(C.SHA256, StringType()),
+])
+
+# The latest landing scan: every entry under landing/events with what became of it.
+OPS_LANDING_FILES = _s(
+    (C.SOURCE_FILE, StringType()),
+    (C.STATUS, StringType()),
+    (C.REASON, StringType()),
+    (C.DETAIL, StringType()),
+    (C.SIZE, LongType()),
+    (C.INGESTED_BYTES, LongType()),
+    (C.PENDING_BYTES, LongType()),
+    (C.SCANNED_AT, TimestampType()),
+)
+
 OPS_BATCHES = _s(
     (C.BATCH_ID, StringType()),
     (C.BATCH_SEQ, LongType()),
     (C.LOGICAL_TIME, TimestampType()),
     (C.FILES, ArrayType(StringType())),
+    (C.SEGMENTS, ArrayType(SEGMENT)),
     (C.STATUS, StringType()),
     (C.MAX_EVENT_TS + "_before", TimestampType()),
     (C.N_RAW, LongType()),
@@ -222,6 +253,7 @@ TABLE_SCHEMAS: dict[str, StructType] = {
     C.GOLD_USER_TOPIC_AFFINITY: GOLD_USER_TOPIC_AFFINITY,
     C.OPS_BATCHES: OPS_BATCHES,
     C.OPS_WATERMARKS: OPS_WATERMARKS,
+    C.OPS_LANDING_FILES: OPS_LANDING_FILES,
     C.GOLD_ITEM_EMBEDDINGS: GOLD_ITEM_EMBEDDINGS,
     C.GOLD_INTEREST_EDGES: GOLD_INTEREST_EDGES,
     C.GOLD_INTEREST_COMMUNITIES: GOLD_INTEREST_COMMUNITIES,

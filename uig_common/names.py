@@ -20,6 +20,7 @@ GOLD_INTEREST_COMMUNITIES = "gold.interest_communities"
 GOLD_INTEREST_HISTORY = "gold.interest_history"
 OPS_BATCHES = "ops.batches"
 OPS_WATERMARKS = "ops.watermarks"
+OPS_LANDING_FILES = "ops.landing_files"
 
 ALL_TABLES = (
     BRONZE_EVENTS_RAW,
@@ -33,6 +34,7 @@ ALL_TABLES = (
     GOLD_USER_TOPIC_AFFINITY,
     OPS_BATCHES,
     OPS_WATERMARKS,
+    OPS_LANDING_FILES,
     GOLD_ITEM_EMBEDDINGS,
     GOLD_INTEREST_EDGES,
     GOLD_INTEREST_COMMUNITIES,
@@ -44,9 +46,10 @@ BATCH_ID = "batch_id"
 BATCH_SEQ = "batch_seq"
 SOURCE_FILE = "source_file"
 LINE_NO = "line_no"
-RAW_BYTES = "raw_bytes"
-RAW_LINE = "raw_line"
-BYTE_LENGTH = "byte_length"
+RAW_BYTES = "raw_bytes"  # bronze: the line as received (a bounded prefix when over max_line_bytes)
+BYTE_LENGTH = "byte_length"  # the line's true length in bytes
+LINE_SHA256 = "line_sha256"  # bronze: hash of the whole line, kept when only a prefix is stored
+PREVIEW = "preview"  # quarantine: bounded, redacted text of the line (no raw user id)
 UTF8_VALID = "utf8_valid"
 INGESTED_AT = "ingested_at"
 REASON = "reason"
@@ -65,6 +68,18 @@ EVENT_DATE = "event_date"
 SOURCE = "source"
 IS_LATE = "is_late"
 DUPLICATE_OF_BATCH = "duplicate_of_batch"
+KEPT_CONTENT_HASH = "kept_content_hash"  # duplicates: content hash of the event that was kept
+CONFLICT = "conflict"  # duplicates: same event_id, different content
+SEGMENTS = "segments"  # ops.batches: byte ranges of landing files the batch ingests
+START_BYTE = "start_byte"
+END_BYTE = "end_byte"
+FIRST_LINE_NO = "first_line_no"
+LAST_LINE_NO = "last_line_no"
+COMPRESSION = "compression"
+SHA256 = "sha256"
+INGESTED_BYTES = "ingested_bytes"
+PENDING_BYTES = "pending_bytes"
+SCANNED_AT = "scanned_at"
 
 EVENT_TYPES = ("view", "click", "search", "rate", "like", "purchase")
 
@@ -85,6 +100,7 @@ UPDATED_AT = "updated_at"
 # --- gold ---------------------------------------------------------------------------------
 TOPIC_ID = "topic_id"
 TOPIC_TYPE = "topic_type"
+TOPIC_NAME = "topic_name"  # display name: a genre, or "<relation> shared by <titles>" for a KG entity
 WEIGHT = "weight"
 N_EVENTS = "n_events"
 N_ITEMS = "n_items"
@@ -128,6 +144,7 @@ MAX_EVENT_TS = "max_event_ts"
 BATCH_STARTED = "started"  # ops.batches.status: registered, not yet accounted for
 BATCH_COMMITTED = "committed"  # every line accounted for; the batch is final
 BATCH_ACCOUNTING_FAILED = "accounting_failed"  # raw != clean + quarantined + duplicates
+BATCH_ABANDONED = "abandoned"  # its landing bytes changed before bronze held them; they are re-planned
 EDGE_ACTIVE = "active"  # gold.interest_edges.status: part of the user's graph
 EDGE_DROPPED = "dropped"  # fell out at the user's last refresh (weight 0), deleted at the next
 

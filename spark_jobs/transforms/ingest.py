@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from datetime import datetime
 from typing import Iterator
 
@@ -11,38 +13,47 @@ from pyspark.sql import functions as F
 
 from uig_common import names as C
 from spark_jobs.schemas import BRONZE_EVENTS_RAW, PARSED_EVENTS
-from spark_jobs.transforms.lines import Rejection, pseudonymise_user_id, split_lines, validate_line
+from spark_jobs.landing import Segment, read_lines
+from spark_jobs.transforms.lines import Rejection, pseudonymise_user_id, redacted_preview, validate_line
 
 
-def bronze_rows(files: DataFrame, batch_id: str, ingested_at: datetime, landing_root: str) -> DataFrame:
-    """One bronze row per line of each file in a ``binaryFile`` frame, bytes kept as received.
+def bronze_rows(
+    segments: DataFrame, batch_id: str, ingested_at: datetime, landing_root: str, max_line_bytes: int
+) -> DataFrame:
+    """One bronze row per line of each planned segment (:class:`spark_jobs.landing.Segment` rows).
 
-    ``source_file`` is the path relative to ``landing_root`` so the data root can move.
+    Files are read with plain Python on the executors (no Hadoop path parsing, so any file
+    name works), only the segment's byte range, gzip decompressed. A line is stored as received;
+    one longer than ``max_line_bytes`` keeps only that prefix plus its true length and hash (it
+    is quarantined as ``line_too_long`` anyway), so an enormous line is never stored in full.
     """
-    prefix = "file:" + landing_root.rstrip("/") + "/"
+    root = landing_root.rstrip("/")
 
     def split(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             out: dict[str, list] = {name: [] for name in BRONZE_EVENTS_RAW.fieldNames()}
-            for path, content in zip(pdf["path"], pdf["content"]):
-                rel = path.replace("file://", "file:")
-                rel = rel[len(prefix):] if rel.startswith(prefix) else path
-                for no, line in enumerate(split_lines(bytes(content)), start=1):
+            for seg in pdf.to_dict("records"):
+                segment = Segment(**{k: seg[k] for k in Segment.__dataclass_fields__})
+                lines = read_lines(os.path.join(root, segment.source_file), segment)
+                for no, line in enumerate(lines, start=segment.first_line_no):
+                    oversized = len(line) > max_line_bytes
+                    stored = line[:max_line_bytes] if oversized else line
                     try:
-                        text, valid = line.decode("utf-8"), True
+                        line.decode("utf-8")
+                        valid = True
                     except UnicodeDecodeError:
-                        text, valid = line.decode("utf-8", errors="replace"), False
+                        valid = False
                     out[C.BATCH_ID].append(batch_id)
-                    out[C.SOURCE_FILE].append(rel)
+                    out[C.SOURCE_FILE].append(segment.source_file)
                     out[C.LINE_NO].append(no)
-                    out[C.RAW_BYTES].append(line)
-                    out[C.RAW_LINE].append(text)
+                    out[C.RAW_BYTES].append(stored)
                     out[C.BYTE_LENGTH].append(len(line))
+                    out[C.LINE_SHA256].append(hashlib.sha256(line).hexdigest() if oversized else None)
                     out[C.UTF8_VALID].append(valid)
                     out[C.INGESTED_AT].append(pd.Timestamp(ingested_at))
             yield pd.DataFrame(out, columns=BRONZE_EVENTS_RAW.fieldNames())
 
-    return files.select("path", "content").mapInPandas(split, BRONZE_EVENTS_RAW)
+    return segments.mapInPandas(split, BRONZE_EVENTS_RAW)
 
 
 def parse_events(
@@ -53,7 +64,8 @@ def parse_events(
     max_line_bytes: int,
     future_tolerance_seconds: int,
 ) -> DataFrame:
-    """Validate every bronze line; valid ones get typed fields and a ``user_key``, others a reason.
+    """Validate every bronze line; valid ones get typed fields, a ``user_key`` and a content hash,
+    rejected ones a reason and a redacted preview.
 
     The raw user id is replaced by its keyed hash here, so it never reaches silver.
     """
@@ -62,34 +74,38 @@ def parse_events(
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             rows = []
-            for batch_id, source_file, line_no, raw, raw_line in zip(
-                pdf[C.BATCH_ID], pdf[C.SOURCE_FILE], pdf[C.LINE_NO], pdf[C.RAW_BYTES], pdf[C.RAW_LINE]
+            for batch_id, source_file, line_no, raw, length in zip(
+                pdf[C.BATCH_ID], pdf[C.SOURCE_FILE], pdf[C.LINE_NO], pdf[C.RAW_BYTES], pdf[C.BYTE_LENGTH]
             ):
+                raw = bytes(raw)
                 result = validate_line(
-                    bytes(raw),
+                    raw,
                     max_line_bytes=max_line_bytes,
                     logical_time=logical_time,
                     future_tolerance_seconds=future_tolerance_seconds,
+                    byte_length=int(length),
                 )
                 lineage = (batch_id, source_file, int(line_no))
                 if isinstance(result, Rejection):
-                    rows.append((*lineage, *([None] * 8), result.reason, result.detail, raw_line, bytes(raw)))
+                    rows.append((*lineage, *([None] * 9), result.reason, result.detail, redacted_preview(raw), int(length)))
                 else:
+                    user_key = pseudonymise_user_id(user_salt, result.user_id)
                     rows.append(
                         (
                             *lineage,
                             result.event_id,
-                            pseudonymise_user_id(user_salt, result.user_id),
+                            user_key,
                             result.event_type,
                             result.item_id,
                             result.query,
                             result.rating,
                             pd.Timestamp(result.ts),
                             result.source,
+                            result.content_hash(user_key),
                             None,
                             None,
                             None,
-                            None,
+                            int(length),
                         )
                     )
             frame = pd.DataFrame.from_records(rows, columns=names)
@@ -104,46 +120,53 @@ def flag_unknown_items(parsed: DataFrame, items: DataFrame) -> DataFrame:
     known = items.select(F.col(C.ITEM_ID).alias("_known_item")).distinct()
     joined = parsed.join(known, parsed[C.ITEM_ID] == known["_known_item"], "left")
     unknown = F.col(C.REASON).isNull() & F.col(C.ITEM_ID).isNotNull() & F.col("_known_item").isNull()
+    # The preview of an unknown-item line is made from what is stored: no raw user id.
+    preview = F.to_json(F.struct(C.EVENT_ID, C.EVENT_TYPE, C.ITEM_ID, C.TS))
     return joined.select(
-        *[c for c in PARSED_EVENTS.fieldNames() if c not in (C.REASON, C.DETAIL, C.RAW_LINE, C.RAW_BYTES)],
+        *[c for c in PARSED_EVENTS.fieldNames() if c not in (C.REASON, C.DETAIL, C.PREVIEW, C.BYTE_LENGTH)],
         F.when(unknown, F.lit("unknown_item_id")).otherwise(F.col(C.REASON)).alias(C.REASON),
         F.when(unknown, F.concat(F.lit("item_id "), F.col(C.ITEM_ID), F.lit(" is not in silver.items")))
         .otherwise(F.col(C.DETAIL))
         .alias(C.DETAIL),
-        C.RAW_LINE,
-        C.RAW_BYTES,
+        F.when(unknown, preview).otherwise(F.col(C.PREVIEW)).alias(C.PREVIEW),
+        C.BYTE_LENGTH,
     )
 
 
-def quarantine_rows(parsed: DataFrame, bronze: DataFrame, ingested_at: datetime) -> DataFrame:
-    """Rejected rows with the raw line as received (joined back from bronze) and their reason."""
-    keys = [C.BATCH_ID, C.SOURCE_FILE, C.LINE_NO]
-    rejected = parsed.where(F.col(C.REASON).isNotNull()).select(*keys, C.REASON, C.DETAIL)
-    return rejected.join(bronze.select(*keys, C.RAW_LINE, C.RAW_BYTES), keys, "left").withColumn(
-        C.INGESTED_AT, F.lit(ingested_at).cast("timestamp")
+def quarantine_rows(parsed: DataFrame, ingested_at: datetime) -> DataFrame:
+    """Rejected rows: where the line is in bronze, why it was rejected, a redacted preview."""
+    return parsed.where(F.col(C.REASON).isNotNull()).select(
+        C.BATCH_ID, C.SOURCE_FILE, C.LINE_NO, C.REASON, C.DETAIL, C.PREVIEW, C.BYTE_LENGTH,
+        F.lit(ingested_at).cast("timestamp").alias(C.INGESTED_AT),
     )
 
 
 def split_duplicates(valid: DataFrame, existing_events: DataFrame, batch_id: str) -> tuple[DataFrame, DataFrame]:
     """Split valid rows into (clean, duplicates) by ``event_id``.
 
-    The first occurrence (by file, line) inside the batch wins; an ``event_id`` already stored by
-    an earlier batch makes the row a duplicate of that batch. Rows already stored by *this*
+    Which occurrence wins never depends on file names: an ``event_id`` already stored by an
+    earlier batch keeps that event (the earliest ingested wins); inside one batch the occurrence
+    with the earliest ``ts`` wins, ties broken by content hash. Rows already stored by *this*
     batch (a retry after a crash) stay clean, so a retried batch counts the same as the first try.
+    Each duplicate carries both content hashes and ``conflict`` = they differ (a reused id).
     """
-    order = Window.partitionBy(C.EVENT_ID).orderBy(C.SOURCE_FILE, C.LINE_NO)
-    ranked = valid.withColumn("_rank", F.row_number().over(order))
-    existing = existing_events.select(C.EVENT_ID, F.col(C.BATCH_ID).alias("_stored_by"))
-    firsts = ranked.where(F.col("_rank") == 1).join(existing, C.EVENT_ID, "left")
+    order = Window.partitionBy(C.EVENT_ID).orderBy(C.TS, C.CONTENT_HASH, C.SOURCE_FILE, C.LINE_NO)
+    ranked = valid.withColumn("_rank", F.row_number().over(order)).withColumn(
+        "_batch_first_hash", F.first(C.CONTENT_HASH).over(order)
+    )
+    existing = existing_events.select(
+        C.EVENT_ID, F.col(C.BATCH_ID).alias("_stored_by"), F.col(C.CONTENT_HASH).alias("_stored_hash")
+    )
+    joined = ranked.join(existing, C.EVENT_ID, "left")
     earlier = F.col("_stored_by").isNotNull() & (F.col("_stored_by") != F.lit(batch_id))
-    clean = firsts.where(~earlier).drop("_rank", "_stored_by")
-    dup_cols = [C.BATCH_ID, C.SOURCE_FILE, C.LINE_NO, C.EVENT_ID]
-    duplicates = (
-        firsts.where(earlier)
-        .select(*dup_cols, F.col("_stored_by").alias(C.DUPLICATE_OF_BATCH))
-        .unionByName(
-            ranked.where(F.col("_rank") > 1).select(*dup_cols, F.lit(batch_id).alias(C.DUPLICATE_OF_BATCH))
-        )
+    clean = joined.where(~earlier & (F.col("_rank") == 1)).drop("_rank", "_batch_first_hash", "_stored_by", "_stored_hash")
+    kept_hash = F.when(earlier, F.col("_stored_hash")).otherwise(F.col("_batch_first_hash"))
+    duplicates = joined.where(earlier | (F.col("_rank") > 1)).select(
+        C.BATCH_ID, C.SOURCE_FILE, C.LINE_NO, C.EVENT_ID,
+        F.when(earlier, F.col("_stored_by")).otherwise(F.lit(batch_id)).alias(C.DUPLICATE_OF_BATCH),
+        C.CONTENT_HASH,
+        kept_hash.alias(C.KEPT_CONTENT_HASH),
+        (F.col(C.CONTENT_HASH) != kept_hash).alias(C.CONFLICT),
     )
     return clean, duplicates
 
@@ -169,4 +192,5 @@ def to_silver_events(
         C.SOURCE_FILE,
         C.LINE_NO,
         F.lit(ingested_at).cast("timestamp").alias(C.INGESTED_AT),
+        C.CONTENT_HASH,
     )

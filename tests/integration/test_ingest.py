@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -87,7 +88,10 @@ def test_hostile_file_is_fully_accounted_for(spark, config):
             assert line_no in dups, line_no
         else:
             assert quarantine[line_no][C.REASON] == expected, (line_no, quarantine[line_no][C.DETAIL])
-            assert bytes(quarantine[line_no][C.RAW_BYTES]) == line  # the line exactly as received
+            assert '"h1"' not in quarantine[line_no][C.PREVIEW]  # no raw user id outside landing and bronze
+    bronze = {r[C.LINE_NO]: bytes(r[C.RAW_BYTES]) for r in
+              io.read_table(spark, config.lake, C.BRONZE_EVENTS_RAW).where(F.col(C.SOURCE_FILE) == hostile).collect()}
+    assert all(bronze[n] == line for n, (line, _) in enumerate(HOSTILE, start=1) if len(line) <= config.max_line_bytes)
     assert len(clean) + len(dups) + len(quarantine) == len(HOSTILE)  # each line in exactly one place
 
     audit = io.read_table(spark, config.lake, C.OPS_BATCHES).collect()[0]
@@ -151,3 +155,54 @@ def test_changed_item_title_changes_only_its_hash(spark, config):
     assert counts["items_changed"] == 1
     assert [k for k in before if before[k] != after[k]] == [lines[0]["item_id"]]
     assert ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)["items_changed"] == 0
+
+
+def test_hostile_files_never_wedge_ingestion_and_nothing_is_skipped_silently(spark, config, tmp_path):
+    """Odd names, gzip, links out of landing, half-written lines, reused ids: both runs commit."""
+    prepare(config.landing_dir, day=FIRST_DAY)
+    events = config.landing_dir / "events"
+    land(config, "odd/at 12:00.jsonl", [ok("odd-1"), ok("odd-2", ts="9999-12-31T23:59:59-14:00"),
+                                        b'{"event_id": "odd-3", "user_id": "\\ud800", "event_type": "view", '
+                                        b'"item_id": "1", "ts": 875000000}',
+                                        ok("odd-4", event_type="rate", rating=10**400)])
+    (events / "zipped.jsonl.gz").write_bytes(gzip.compress(ok("gz-1") + b"\n" + ok("gz-2")))
+    (events / "broken.jsonl.gz").write_bytes(b"\x1f\x8b not really gzip")
+    outside = tmp_path / "outside.jsonl"
+    outside.write_bytes(ok("outside-1") + b"\n")
+    (events / "link.jsonl").symlink_to(outside)
+    (events / "linked-dir").symlink_to(tmp_path)
+    (events / ".upload.jsonl").write_bytes(ok("tmp-1") + b"\n")
+    growing = events / "growing.jsonl"
+    growing.write_bytes(ok("grow-1") + b"\n" + ok("grow-2")[:20])  # the writer is mid-line
+    land(config, "reuse/a.jsonl", [ok("reused", ts="1997-10-02T00:00:00Z")])
+    land(config, "reuse/b.jsonl", [ok("reused", ts="1997-10-01T00:00:00Z", item_id="2")])
+
+    ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)
+    [first] = ingest_events(spark, config.lake, config.ingest_settings(), BATCH_TIME)
+    assert first.n_raw == first.n_clean + first.n_quarantined + first.n_duplicates
+    silver = io.read_table(spark, config.lake, C.SILVER_EVENTS)
+    ids = {r[C.EVENT_ID] for r in silver.where(~F.col(C.SOURCE_FILE).startswith("events/date=")).collect()}
+    assert ids == {"odd-1", "gz-1", "gz-2", "grow-1", "reused"}
+    reasons = {r[C.LINE_NO]: r[C.REASON] for r in io.read_table(spark, config.lake, C.SILVER_QUARANTINE)
+               .where(F.col(C.SOURCE_FILE) == "events/odd/at 12:00.jsonl").collect()}
+    assert reasons == {2: "value_out_of_range", 3: "invalid_unicode", 4: "value_out_of_range"}
+    files = {r[C.SOURCE_FILE]: r for r in io.read_table(spark, config.lake, C.OPS_LANDING_FILES).collect()}
+    assert {f: files[f][C.REASON] for f in files if files[f][C.STATUS] == "skipped"} == {
+        "events/broken.jsonl.gz": "corrupt_gzip", "events/link.jsonl": "symlink",
+        "events/linked-dir": "symlink", "events/.upload.jsonl": "temporary_name"}
+    assert files["events/growing.jsonl"][C.PENDING_BYTES] == 20
+    assert io.read_table(spark, config.lake, C.BRONZE_EVENTS_RAW).where(F.col(C.SOURCE_FILE).contains("outside")).count() == 0
+    # a reused id: the earliest event wins whatever the file names, and the conflict is visible
+    kept = silver.where(F.col(C.EVENT_ID) == "reused").collect()[0]
+    assert kept[C.SOURCE_FILE] == "events/reuse/b.jsonl"
+    [dup] = io.read_table(spark, config.lake, C.SILVER_DUPLICATES).where(F.col(C.EVENT_ID) == "reused").collect()
+    assert dup[C.CONFLICT] is True and dup[C.KEPT_CONTENT_HASH] == kept[C.CONTENT_HASH] != dup[C.CONTENT_HASH]
+
+    # the writer finishes its line and appends another: each is ingested exactly once
+    with growing.open("ab") as fh:
+        fh.write(ok("grow-2")[20:] + b"\n" + ok("grow-3") + b"\n")
+    [second] = ingest_events(spark, config.lake, config.ingest_settings(), BATCH_TIME)
+    assert (second.n_raw, second.n_clean) == (2, 2)
+    grown = io.read_table(spark, config.lake, C.SILVER_EVENTS).where(F.col(C.SOURCE_FILE) == "events/growing.jsonl")
+    assert sorted((r[C.LINE_NO], r[C.EVENT_ID]) for r in grown.collect()) == [(1, "grow-1"), (2, "grow-2"), (3, "grow-3")]
+    assert ingest_events(spark, config.lake, config.ingest_settings(), BATCH_TIME) == []
