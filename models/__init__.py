@@ -1,1 +1,1 @@
-"""PyTorch models of UIG (text encoder, GCN, update policy); see DESIGN.md "Models"."""
+"""PyTorch models of UIG (text encoder, GCN, evaluation protocol); see README "Models, evaluation and the registry"."""

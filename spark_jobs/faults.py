@@ -1,7 +1,7 @@
 """Crash points for recovery tests: ``UIG_TEST_CRASH_AT=<name>`` makes the process SIGKILL itself.
 
 The kill is the real thing (no exception handlers, no cleanup), so the tests that use it prove
-the retry story of DESIGN.md: every step is one Delta commit, and a rerun converges.
+the retry story of the README (Idempotent and incremental): every step is one Delta commit, and a rerun converges.
 """
 
 from __future__ import annotations
