@@ -239,13 +239,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from uig_tasks import registry
+    from uig_common import names as C
+    from uig_tasks import mlflow_store
 
     config = _config(args)
     if args.promote is not None:
-        previous = registry.set_champion(config, args.promote, reason=args.reason or "set by hand with `uig models --promote`")
-        print(f"@{registry.CHAMPION_ALIAS} -> version {args.promote} (was {previous})")
-    rows = registry.list_versions(config)
+        previous = mlflow_store.set_champion(config, args.promote, reason=args.reason or "set by hand with `uig models --promote`")
+        print(f"@{C.CHAMPION_ALIAS} -> version {args.promote} (was {previous})")
+    rows = mlflow_store.list_versions(config)
 
     def human() -> None:
         if not rows:

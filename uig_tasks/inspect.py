@@ -83,7 +83,7 @@ def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
     from models.interests import InterestSettings, UserHistory, interest_edges
     from uig_common import names as C
     from spark_jobs import io
-    from uig_tasks import registry
+    from uig_tasks import scorer_model
     from uig_tasks.refresh import interest_inputs
 
     if k < 1:
@@ -107,7 +107,7 @@ def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
                 "source": f"interest graph, refreshed as of {stored[0][C.AS_OF].isoformat()}",
                 "history_items": len(items), "items": recs}
 
-    scorer, version = registry.load_scorer(config, registry.CHAMPION_ALIAS)
+    scorer, version = scorer_model.load_scorer(config, C.CHAMPION_ALIAS)
     topics, titles, names = interest_inputs(spark, config, scorer)
     if items:
         person = UserHistory(key, items, tuple(float(r[C.WEIGHT]) for r in history))

@@ -46,7 +46,7 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
     from uig_common import names as C
     from spark_jobs import io
     from spark_jobs.schemas import OPS_WATERMARKS, TABLE_SCHEMAS
-    from uig_tasks import registry
+    from uig_tasks import scorer_model
 
     t0 = time.perf_counter()
     spark = io.get_spark(config.spark, "uig-refresh")
@@ -61,7 +61,7 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
             f"the gold affinities are as of {aggregate_as_of.isoformat()}, after {as_of.isoformat()}: "
             "refresh at or after the last aggregate"
         )
-    scorer, version = registry.load_scorer(config, registry.CHAMPION_ALIAS)
+    scorer, version = scorer_model.load_scorer(config, C.CHAMPION_ALIAS)
     upto = int(aggregated[C.LAST_BATCH_SEQ])
     previous = marks.get(PIPELINE)
     edges_table = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES)

@@ -276,7 +276,7 @@ def train_candidate(
 
     from models.evaluation import ValidationSet, check_no_leakage
     from models.training import fit_uig_gcn
-    from uig_tasks import registry
+    from uig_tasks import mlflow_store, scorer_model
 
     snapshot = TrainingSnapshot.load(snapshot_path)
     split, data = snapshot.split()
@@ -301,7 +301,7 @@ def train_candidate(
     score = _validation_score(scorer, data, metric)
     log.info("trained in %.0fs: %d epochs (best %d), validation %s %.4f",
              time.perf_counter() - t0, report.epochs_run, report.best_epoch, metric, score)
-    record = registry.TrainingRecord(
+    record = mlflow_store.TrainingRecord(
         state=scorer.to_state(),
         params={**train_config.to_params(), "encoder_version": snapshot.encoder_version,
                 "split": "global-temporal-80/10/10", "valid_start": _iso(data.valid_start),
@@ -314,7 +314,7 @@ def train_candidate(
         input_versions=snapshot.input_versions,
         tags={"snapshot": str(Path(snapshot_path).resolve())},
     )
-    run_id, version = registry.log_candidate(config, record, experiment=config.mlflow_experiment, run_name=run_name)
+    run_id, version = scorer_model.log_candidate(config, record, experiment=config.mlflow_experiment, run_name=run_name)
     return {
         "run_id": run_id,
         "version": version,
@@ -334,20 +334,20 @@ def gate_candidate(
     The champion is re-scored here on the same window: scores from different data are not comparable.
     A champion trained over another item catalog cannot rank this one: the candidate is promoted.
     """
-    from uig_tasks import registry
+    from uig_tasks import quality_gate, scorer_model
 
     snapshot = TrainingSnapshot.load(snapshot_path)
     _, data = snapshot.split()
 
     def score_champion(state: dict[str, Any]) -> float:
-        champion = registry.scorer_from_state(state)
+        champion = scorer_model.scorer_from_state(state)
         if tuple(champion.item_ids) != tuple(data.train.items):
-            raise registry.IncomparableChampion(
+            raise quality_gate.IncomparableChampion(
                 f"it ranks {len(champion.item_ids)} items, this window's catalog has {len(data.train.items)}"
             )
         return _validation_score(champion, data, metric)
 
-    decision = registry.gate(
+    decision = quality_gate.gate_version(
         config, version, metric=metric, candidate_score=candidate_score,
         score_champion=score_champion, margin=config.gate_margin,
     )
@@ -373,7 +373,7 @@ def evaluate_snapshot(
 
     from models.baselines import BPRMF, ItemKNN, LightGCNBaseline, MostPopular
     from models.evaluation import ValidationSet, check_no_leakage, evaluate_all_and_warm
-    from uig_tasks import registry
+    from uig_tasks import scorer_model
 
     unknown = set(models) - set(MODEL_CHOICES)
     if unknown:
@@ -389,7 +389,7 @@ def evaluate_snapshot(
     for name in models:
         t0 = time.perf_counter()
         if name == "uig-gcn":
-            scorer, version = registry.load_scorer(config, ref)
+            scorer, version = scorer_model.load_scorer(config, ref)
             if tuple(scorer.item_ids) != tuple(data.train.items):
                 raise InputError(f"uig-gcn version {version} was trained over another item index; retrain it")
             scorer = scorer.with_inputs(inputs, data.test_start)
@@ -414,10 +414,10 @@ def evaluate_rolling(
 ) -> dict[str, dict[str, float]]:
     """Day-by-day evaluation of the refresh loop over the test window (:mod:`models.rolling`)."""
     from models.rolling import rolling_evaluation
-    from uig_tasks import registry
+    from uig_tasks import scorer_model
 
     _, data = TrainingSnapshot.load(snapshot_path).split()
-    scorer, version = registry.load_scorer(config, ref)
+    scorer, version = scorer_model.load_scorer(config, ref)
     if tuple(scorer.item_ids) != tuple(data.train.items):
         raise InputError(f"uig-gcn version {version} was trained over another item index; retrain it")
     results = rolling_evaluation(data, scorer, progress)

@@ -264,7 +264,7 @@ def test_uig_train_dag_test_registers_and_gates(dagbag: Any, trainable_config: U
     """``dag.test()`` of encode → build_graph → train → evaluate → gate on a reduced config."""
     from airflow.utils.state import DagRunState, TaskInstanceState
 
-    from uig_tasks import registry
+    from uig_tasks import mlflow_store
 
     conf = {"data_root": str(trainable_config.data_root), "epochs": 2, "dim": 16,
             "evaluate_models": ["uig-gcn", "most-popular"]}
@@ -280,7 +280,7 @@ def test_uig_train_dag_test_registers_and_gates(dagbag: Any, trainable_config: U
     assert trained["version"] == 1 and trained["epochs_run"] <= 2
     assert set(evaluated) == {"uig-gcn v1", "most-popular"}
     assert gated["promoted"] and gated["version"] == 1
-    assert registry.list_versions(trainable_config)[0]["aliases"] == "champion"
+    assert mlflow_store.list_versions(trainable_config)[0]["aliases"] == "champion"
 
 
 @pytest.mark.integration

@@ -198,19 +198,19 @@ def test_recommend_for_a_cold_user_of_the_new_day(refreshed, capsys, monkeypatch
 
 def test_moving_the_champion_re_materialises_every_user(spark, refreshed) -> None:
     """A new @champion (or a rollback) at the same as_of rewrites every user's edges with that version."""
-    from uig_tasks import registry
+    from uig_tasks import mlflow_store
     from uig_tasks.train import latest_snapshot, train_candidate
 
     config = refreshed["config"]
     other = train_candidate(config, latest_snapshot(config), {"epochs": 1, "dim": 8, "seed": 1})
-    registry.set_champion(config, other["version"], reason="test: newer model")
+    mlflow_store.set_champion(config, other["version"], reason="test: newer model")
     moved = run_refresh(config)  # as of the last aggregate, the same as_of as the previous refresh
     assert moved["mode"] == "full" and moved["model_version"] == other["version"]
     active = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).where(f"{C.EDGE_STATUS} = 'active'")
     versions = {r[0] for r in active.select(C.MODEL_VERSION).distinct().collect()}
     assert versions == {str(other["version"])}
 
-    registry.set_champion(config, 1, reason="test: rollback")
+    mlflow_store.set_champion(config, 1, reason="test: rollback")
     back = run_refresh(config)
     assert back["mode"] == "full" and back["model_version"] == 1
     assert edges(spark, config, active_only=True) == {

@@ -17,9 +17,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before anything imp
 
 import torch  # noqa: E402
 
-from uig_tasks import registry  # noqa: E402
+from uig_common.names import CHAMPION_ALIAS, GCN_MODEL  # noqa: E402
+from uig_tasks import mlflow_store, quality_gate, scorer_model  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
-from uig_tasks.registry import CHAMPION_ALIAS, MODEL_NAME, RegistryError, TrainingRecord  # noqa: E402
+from uig_tasks.mlflow_store import RegistryError, TrainingRecord  # noqa: E402
 
 pytestmark = [
     pytest.mark.integration,
@@ -84,9 +85,9 @@ def rescore(state: dict[str, Any]) -> float:
 
 
 def register(config: UigConfig, scorer: TinyScorer, model_name: str, margin: float = 0.01,
-             score_champion=rescore) -> registry.GateDecision:
-    return registry.register_candidate(config, record(scorer), metric=METRIC, candidate_score=scorer.quality,
-                                       score_champion=score_champion, margin=margin, model_name=model_name)
+             score_champion=rescore) -> quality_gate.GateDecision:
+    return quality_gate.register_candidate(config, record(scorer), metric=METRIC, candidate_score=scorer.quality,
+                                           score_champion=score_champion, margin=margin, model_name=model_name)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -105,7 +106,7 @@ def cfg(isolated_mlflow_env: None, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
-def gated(cfg: UigConfig) -> list[registry.GateDecision]:
+def gated(cfg: UigConfig) -> list[quality_gate.GateDecision]:
     """Three candidates for one model: first, clearly better, then worse than champion + margin."""
     seen: list[float] = []
 
@@ -123,7 +124,7 @@ def gated(cfg: UigConfig) -> list[registry.GateDecision]:
 def client(cfg: UigConfig):
     import mlflow
 
-    uri = registry.tracking_uri(cfg)
+    uri = mlflow_store.tracking_uri(cfg)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -150,7 +151,7 @@ def test_candidate_at_champion_plus_margin_is_promoted(cfg, gated):
 def test_worse_candidate_is_rejected_and_tagged(cfg, gated):
     third = gated[2]
     assert (third.version, third.promoted, third.champion_version, third.champion_score) == (3, False, 2, 0.31)
-    assert registry.load_state(cfg, model_name="gate-test")[1] == 2  # alias unchanged
+    assert scorer_model.load_state(cfg, model_name="gate-test")[1] == 2  # alias unchanged
     tags = version_tags(cfg, "gate-test", 3)
     assert tags["gate.decision"] == "rejected"
     assert tags["gate.metric"] == METRIC
@@ -182,12 +183,12 @@ def test_run_logs_params_metrics_inputs_and_git_commit(cfg, gated):
     assert tags["snapshot"] == "snap-1"
     assert tags["gate.decision"] == "rejected" and float(tags["gate.champion_score"]) == 0.31
     assert experiment.artifact_location == (cfg.data_root / "mlflow" / "artifacts").resolve().as_uri()
-    assert mlflow.get_tracking_uri() != registry.tracking_uri(cfg)  # the global URI was put back
+    assert mlflow.get_tracking_uri() != mlflow_store.tracking_uri(cfg)  # the global URI was put back
     assert "MLFLOW_TRACKING_URI" not in os.environ
 
 
 def test_list_versions_rows_for_the_cli(cfg, gated):
-    rows = registry.list_versions(cfg, "gate-test")
+    rows = mlflow_store.list_versions(cfg, "gate-test")
     assert [(r["version"], r["aliases"], r["decision"]) for r in rows] == [
         (3, "", "rejected"), (2, "champion", "promoted"), (1, "", "promoted")]
     assert rows[0]["metric"] == METRIC and rows[0]["score"] == 0.315 and rows[0]["champion_score"] == 0.31
@@ -199,19 +200,19 @@ def test_champion_uri_loads_back_and_scores_exactly_as_trained(cfg, monkeypatch)
     import pandas as pd
 
     trained = TinyScorer.random(7, 0.4)
-    decision = register(cfg, trained, MODEL_NAME)
+    decision = register(cfg, trained, GCN_MODEL)
     assert decision.promoted
 
-    scorer, version = registry.load_scorer(cfg)
+    scorer, version = scorer_model.load_scorer(cfg)
     histories = [["100", "105", "110"], ["139"], []]
     assert version == decision.version
     assert torch.equal(scorer.score(histories), trained.score(histories))
-    state, by_number = registry.load_state(cfg, decision.version)
+    state, by_number = scorer_model.load_state(cfg, decision.version)
     assert by_number == decision.version and state["item_ids"] == trained.item_ids
     assert torch.equal(state["embeddings"], trained.embeddings) and state["config"] == {"dim": 8}
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri(cfg))
-    served = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store.tracking_uri(cfg))
+    served = mlflow.pyfunc.load_model(f"models:/{GCN_MODEL}@{CHAMPION_ALIAS}")
     out = served.predict(pd.DataFrame({"history": histories}), params={"k": 5})
     expected = trained.recommend(histories, 5)
     assert [list(items) for items in out["items"]] == [[i for i, _ in row] for row in expected]
@@ -222,17 +223,17 @@ def test_champion_uri_loads_back_and_scores_exactly_as_trained(cfg, monkeypatch)
 def test_set_champion_rolls_back(cfg):
     register(cfg, TinyScorer.random(11, 0.20), "rollback-test")
     register(cfg, TinyScorer.random(12, 0.25), "rollback-test")
-    assert registry.load_state(cfg, model_name="rollback-test")[1] == 2
+    assert scorer_model.load_state(cfg, model_name="rollback-test")[1] == 2
 
-    previous = registry.set_champion(cfg, 1, model_name="rollback-test", reason="v2 misbehaves in production")
+    previous = mlflow_store.set_champion(cfg, 1, model_name="rollback-test", reason="v2 misbehaves in production")
     assert previous == 2
-    state, version = registry.load_state(cfg, model_name="rollback-test")
+    state, version = scorer_model.load_state(cfg, model_name="rollback-test")
     assert (version, state["quality"]) == (1, 0.20)
     history = version_tags(cfg, "rollback-test", 1)["alias.history"].splitlines()
     assert len(history) == 3  # first champion, left for v2, back from v2
     assert "became @champion (from version 2): v2 misbehaves in production" in history[-1]
     with pytest.raises(RegistryError, match="no version 9"):
-        registry.set_champion(cfg, 9, model_name="rollback-test")
+        mlflow_store.set_champion(cfg, 9, model_name="rollback-test")
 
 
 def test_champion_that_cannot_be_rescored_blocks_promotion(cfg):
@@ -243,7 +244,7 @@ def test_champion_that_cannot_be_rescored_blocks_promotion(cfg):
 
     with pytest.raises(RegistryError, match="version 2 is registered but was not gated.*--promote 2"):
         register(cfg, TinyScorer.random(22, 0.90), "error-test", score_champion=broken)
-    assert registry.load_state(cfg, model_name="error-test")[1] == 1
+    assert scorer_model.load_state(cfg, model_name="error-test")[1] == 1
     tags = version_tags(cfg, "error-test", 2)
     assert tags["gate.decision"] == "error" and "item 999" in tags["gate.reason"]
 
@@ -252,45 +253,45 @@ def test_champion_over_another_catalog_is_no_bar(cfg):
     register(cfg, TinyScorer.random(31, 0.90), "catalog-test")
 
     def other_catalog(state: dict[str, Any]) -> float:
-        raise registry.IncomparableChampion("it ranks 40 items, this window's catalog has 41")
+        raise quality_gate.IncomparableChampion("it ranks 40 items, this window's catalog has 41")
 
     decision = register(cfg, TinyScorer.random(32, 0.10), "catalog-test", score_champion=other_catalog)
     assert decision.promoted and decision.champion_version == 1 and decision.champion_score is None
     assert "cannot be scored" in decision.reason and "41" in decision.reason
-    assert registry.load_state(cfg, model_name="catalog-test")[1] == 2
+    assert scorer_model.load_state(cfg, model_name="catalog-test")[1] == 2
     assert version_tags(cfg, "catalog-test", 2)["gate.decision"] == "promoted"
 
 
 def test_tracking_uri_env_overrides_the_data_root(cfg, tmp_path, monkeypatch):
     other = UigConfig.from_env(env={}, data_root=tmp_path / "other-root")
-    assert registry.tracking_uri(other) == f"sqlite:///{(tmp_path / 'other-root' / 'mlflow' / 'mlflow.db').resolve()}"
+    assert mlflow_store.tracking_uri(other) == f"sqlite:///{(tmp_path / 'other-root' / 'mlflow' / 'mlflow.db').resolve()}"
 
-    shared = registry.tracking_uri(cfg)
+    shared = mlflow_store.tracking_uri(cfg)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", shared)
-    assert registry.tracking_uri(other) == shared
+    assert mlflow_store.tracking_uri(other) == shared
     decision = register(other, TinyScorer.random(31, 0.5), "override-test")
     assert not (tmp_path / "other-root").exists()
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert [r["version"] for r in registry.list_versions(cfg, "override-test")] == [decision.version]
+    assert [r["version"] for r in mlflow_store.list_versions(cfg, "override-test")] == [decision.version]
 
 
 def test_clear_errors(cfg, tmp_path):
     with pytest.raises(RegistryError, match="no @champion yet.*run `uig train`"):
-        registry.load_state(cfg, model_name="never-trained")
+        scorer_model.load_state(cfg, model_name="never-trained")
     with pytest.raises(RegistryError, match="no alias @staging"):
-        registry.load_scorer(cfg, "staging", model_name="gate-test")
+        scorer_model.load_scorer(cfg, "staging", model_name="gate-test")
     scorer = TinyScorer.random(41, 0.1)
     no_loader = TrainingRecord(state={k: v for k, v in scorer.to_state().items() if k != "loader"})
     with pytest.raises(RegistryError, match="needs a 'loader' entry"):
-        registry.register_candidate(cfg, no_loader, metric=METRIC, candidate_score=0.1, score_champion=None,
-                                    margin=0.0, model_name="bad-test")
+        quality_gate.register_candidate(cfg, no_loader, metric=METRIC, candidate_score=0.1, score_champion=None,
+                                        margin=0.0, model_name="bad-test")
     import numpy as np
 
     numpy_state = TrainingRecord(state={**scorer.to_state(), "embeddings": np.zeros((2, 2))})
     with pytest.raises(RegistryError, match="convert numpy arrays"):
-        registry.register_candidate(cfg, numpy_state, metric=METRIC, candidate_score=0.1, score_champion=None,
-                                    margin=0.0, model_name="bad-test")
+        quality_gate.register_candidate(cfg, numpy_state, metric=METRIC, candidate_score=0.1, score_champion=None,
+                                        margin=0.0, model_name="bad-test")
     with pytest.raises(RegistryError, match="pass score_champion"):
-        registry.register_candidate(cfg, record(scorer), metric=METRIC, candidate_score=0.1, score_champion=None,
-                                    margin=0.0, model_name="gate-test")
-    assert registry.list_versions(cfg, "bad-test") == []
+        quality_gate.register_candidate(cfg, record(scorer), metric=METRIC, candidate_score=0.1, score_champion=None,
+                                        margin=0.0, model_name="gate-test")
+    assert mlflow_store.list_versions(cfg, "bad-test") == []

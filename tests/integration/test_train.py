@@ -20,7 +20,8 @@ import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before anything imports mlflow
 
-from uig_tasks import registry  # noqa: E402
+from uig_common import names as C  # noqa: E402
+from uig_tasks import mlflow_store, scorer_model  # noqa: E402
 from uig_tasks.cli import main  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
 from uig_tasks.train import TrainingSnapshot, gate_candidate, run_train, train_candidate  # noqa: E402
@@ -73,9 +74,9 @@ def test_first_model_is_registered_and_becomes_champion(trained) -> None:
 
     import mlflow
 
-    rows = registry.list_versions(config)
+    rows = mlflow_store.list_versions(config)
     assert [(r["version"], r["aliases"], r["decision"]) for r in rows] == [(1, "champion", "promoted")]
-    client = mlflow.MlflowClient(tracking_uri=registry.tracking_uri(config))
+    client = mlflow.MlflowClient(tracking_uri=mlflow_store.tracking_uri(config))
     run = client.get_run(result["train"]["run_id"])
     assert run.data.params["input.silver.events.version"] == str(result["snapshot"]["input_versions"]["silver.events"])
     assert run.data.params["prior_half_life_days"] == "14.0"
@@ -89,7 +90,7 @@ def test_champion_loads_back_and_scores_exactly_as_trained(trained) -> None:
     from models.evaluation import ValidationSet
 
     config, result = trained
-    scorer, version = registry.load_scorer(config, registry.CHAMPION_ALIAS)
+    scorer, version = scorer_model.load_scorer(config, C.CHAMPION_ALIAS)
     assert version == 1
     _, data = TrainingSnapshot.load(result["snapshot"]["path"]).split()
     ready = scorer.with_inputs(data.train, data.valid_start)
@@ -104,9 +105,9 @@ def test_champion_uri_serves_through_pyfunc(trained) -> None:
     config, result = trained
     snapshot = TrainingSnapshot.load(result["snapshot"]["path"])
     history = list(snapshot.interactions["item"].iloc[:5])
-    mlflow.set_tracking_uri(registry.tracking_uri(config))
+    mlflow.set_tracking_uri(mlflow_store.tracking_uri(config))
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@{registry.CHAMPION_ALIAS}")
+        model = mlflow.pyfunc.load_model(f"models:/{C.GCN_MODEL}@{C.CHAMPION_ALIAS}")
         out = model.predict(pd.DataFrame({"history": [history, []]}), params={"k": 7})
     finally:
         mlflow.set_tracking_uri(None)
@@ -133,14 +134,14 @@ def test_gate_refuses_a_worse_model_and_an_equal_one(trained) -> None:
     assert same["validation_score"] == champion_score
     assert not gate_candidate(config, path, same["version"], same["metric"], same["validation_score"])["promoted"]
 
-    rows = {r["version"]: r for r in registry.list_versions(config)}
+    rows = {r["version"]: r for r in mlflow_store.list_versions(config)}
     assert rows[1]["aliases"] == "champion"
     assert rows[worse["version"]]["decision"] == "rejected" and rows[worse["version"]]["aliases"] == ""
     assert rows[worse["version"]]["champion_score"] == champion_score
     assert rows[worse["version"]]["score"] == worse["validation_score"]
     # a retried gate task on the champion itself changes nothing
     again = gate_candidate(config, path, 1, "ndcg@10", champion_score)
-    assert again["promoted"] and registry.list_versions(config)[-1]["aliases"] == "champion"
+    assert again["promoted"] and mlflow_store.list_versions(config)[-1]["aliases"] == "champion"
 
 
 def test_cli_evaluate_json_and_models_rollback(trained, capsys) -> None:
@@ -155,11 +156,11 @@ def test_cli_evaluate_json_and_models_rollback(trained, capsys) -> None:
         assert {"ndcg@10", "recall@20", "mrr@10", "hit@10", "precision@10", "coverage@10"} <= set(by_users["all"])
         assert all(math.isfinite(v) for v in by_users["all"].values())
 
-    versions = [r["version"] for r in registry.list_versions(config)]
+    versions = [r["version"] for r in mlflow_store.list_versions(config)]
     target = max(versions)
     assert main([*root, "models", "--promote", str(target), "--reason", "test rollback"]) == 0
     assert f"-> version {target} (was 1)" in capsys.readouterr().out
-    assert registry.load_state(config)[1] == target
+    assert scorer_model.load_state(config)[1] == target
     assert main([*root, "models", "--promote", "1"]) == 0  # and back
     capsys.readouterr()
     assert main([*root, "--json", "models"]) == 0
