@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from spark_jobs.transforms.lines import split_lines
+
 EVENTS_SUBDIR = "events"
 PLAIN = "none"
 GZIP = "gzip"
@@ -108,17 +110,17 @@ def _is_temporary(name: str) -> bool:
     return name.startswith((".", "_")) or name.endswith(TEMPORARY_SUFFIXES)
 
 
-def _hash_prefix(path: str, end: int) -> str:
+def _hash_prefix(fh, end: int) -> "hashlib._Hash":
+    """SHA-256 of the next ``end`` bytes of an open file (the file position moves past them)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        remaining = end
-        while remaining > 0:
-            chunk = fh.read(min(_CHUNK, remaining))
-            if not chunk:
-                break
-            digest.update(chunk)
-            remaining -= len(chunk)
-    return digest.hexdigest()
+    remaining = end
+    while remaining > 0:
+        chunk = fh.read(min(_CHUNK, remaining))
+        if not chunk:
+            break
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest
 
 
 def read_lines(path: str, segment: Segment) -> list[bytes]:
@@ -129,12 +131,7 @@ def read_lines(path: str, segment: Segment) -> list[bytes]:
         else:
             fh.seek(segment.start_byte)
             data = fh.read(segment.end_byte - segment.start_byte)
-    if not data:
-        return []
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    return lines
+    return split_lines(data)
 
 
 def segment_is_intact(landing_dir: Path, segment: Segment) -> bool:
@@ -142,9 +139,10 @@ def segment_is_intact(landing_dir: Path, segment: Segment) -> bool:
     path = os.path.join(landing_dir, segment.source_file)
     try:
         st = os.lstat(path)
-        return stat.S_ISREG(st.st_mode) and st.st_size >= segment.end_byte and (
-            _hash_prefix(path, segment.end_byte) == segment.sha256
-        )
+        if not stat.S_ISREG(st.st_mode) or st.st_size < segment.end_byte:
+            return False
+        with open(path, "rb") as fh:
+            return _hash_prefix(fh, segment.end_byte).hexdigest() == segment.sha256
     except OSError:
         return False
 
@@ -215,15 +213,8 @@ def _plan_plain(path: str, rel: str, size: int, previous: Segment | None, skip) 
     first_line = previous.last_line_no + 1 if previous else 1
     if size < start:
         return skip(SKIP_TRUNCATED, f"{size} bytes now, {start} already ingested")
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        remaining = start
-        while remaining > 0:
-            chunk = fh.read(min(_CHUNK, remaining))
-            if not chunk:
-                break
-            digest.update(chunk)
-            remaining -= len(chunk)
+        digest = _hash_prefix(fh, start)
         if previous and digest.hexdigest() != previous.sha256:
             return skip(SKIP_MODIFIED, "bytes already ingested have changed; land new data as a new file")
         new = fh.read(size - start)
@@ -249,7 +240,7 @@ def _plan_gzip(path: str, rel: str, size: int, previous: Segment | None, skip) -
         text = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
         return skip(SKIP_CORRUPT_GZIP, f"{type(exc).__name__}: {str(exc)[:120]}")
-    n_lines = len(text.split(b"\n")) - (1 if text.endswith(b"\n") or not text else 0)
+    n_lines = len(split_lines(text))
     if n_lines == 0:
         return FileReport(rel, STATUS_CURRENT, None, None, size, size, 0), None
     return FileReport(rel, STATUS_CURRENT, None, None, size, size, 0), Segment(rel, 0, size, 1, n_lines, GZIP, digest)
