@@ -57,11 +57,12 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             [str(AIRFLOW_BIN), "db", "migrate"], env=dict(os.environ), capture_output=True, text=True, timeout=600
         )
         assert proc.returncode == 0, f"airflow db migrate failed:\n{proc.stdout}\n{proc.stderr}"
-        proc = subprocess.run(
-            [str(AIRFLOW_BIN), "pools", "set", "gpu", "1", "UIG model tasks"],
-            env=dict(os.environ), capture_output=True, text=True, timeout=600,
-        )
-        assert proc.returncode == 0, f"airflow pools set failed:\n{proc.stdout}\n{proc.stderr}"
+        for pool in ("gpu", "uig_writer"):  # as infra/airflow-standalone.sh creates them
+            proc = subprocess.run(
+                [str(AIRFLOW_BIN), "pools", "set", pool, "1", f"UIG {pool} pool"],
+                env=dict(os.environ), capture_output=True, text=True, timeout=600,
+            )
+            assert proc.returncode == 0, f"airflow pools set failed:\n{proc.stdout}\n{proc.stderr}"
         yield home
     # Importing airflow adds a root StreamHandler on the sys.stdout of that moment (pytest's
     # capture file); py4j logs to it from __del__ at exit, after it is closed ("Logging error").
@@ -136,6 +137,21 @@ def test_uig_train_wiring(dagbag: Any) -> None:
     with pytest.raises(ParamValidationError):
         params.get_param("gate_margin").resolve(value=-0.1)
     assert params.get_param("epochs").resolve(value=2) == 2
+
+
+def test_table_writers_run_in_the_writer_pool_or_the_gpu_pool(dagbag: Any) -> None:
+    """Two DAGs never run their table writers at once: one `uig_writer` slot (model tasks: `gpu`)."""
+    from pools import GPU_POOL, WRITER_POOL
+
+    pools = {(dag_id, t.task_id): t.pool for dag_id, dag in dagbag.dags.items() for t in dag.tasks}
+    assert {key for key, pool in pools.items() if pool == WRITER_POOL} == {
+        ("uig_ingest", "ingest"), ("uig_ingest", "aggregate"), ("uig_replay", "ingest"), ("uig_replay", "aggregate"),
+    }
+    writers = {(dag_id, t.task_id) for dag_id, dag in dagbag.dags.items() for t in dag.tasks if t.outlets}
+    writers.add(("uig_train", "encode"))  # writes gold.item_embeddings (no Asset declared)
+    assert {pools[key] for key in writers} == {WRITER_POOL, GPU_POOL}
+    for dag_id in ("uig_ingest", "uig_replay", "uig_refresh", "uig_train"):
+        assert WRITER_POOL in dagbag.dags[dag_id].doc_md, dag_id
 
 
 def test_uig_refresh_is_scheduled_by_the_aggregate_asset_and_replay_chains_the_day(dagbag: Any) -> None:
