@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from uig_common import names as C
 from uig_common.errors import NotFoundError, UigError
 from uig_tasks.config import PROJECT_ROOT, UigConfig
+from uig_tasks.datadir import SECRET_FILE_MODE, ensure_private_file
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -107,8 +108,8 @@ def connected(config: UigConfig) -> Iterator[MlflowClient]:
 
     uri = tracking_uri(config)
     registry = os.environ.get("MLFLOW_REGISTRY_URI", "").strip() or uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith("sqlite:///"):  # created empty 0600 (SQLite fills it in): no one else reads the registry
+        ensure_private_file(Path(uri.removeprefix("sqlite:///")), SECRET_FILE_MODE)
     saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)

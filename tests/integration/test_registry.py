@@ -295,3 +295,8 @@ def test_clear_errors(cfg, tmp_path):
         quality_gate.register_candidate(cfg, record(scorer), metric=METRIC, candidate_score=0.1, score_champion=None,
                                         margin=0.0, model_name="gate-test")
     assert mlflow_store.list_versions(cfg, "bad-test") == []
+
+
+def test_the_registry_database_is_readable_by_its_owner_only(cfg, gated):
+    db = cfg.data_root / "mlflow" / "mlflow.db"
+    assert db.stat().st_size > 0 and db.stat().st_mode & 0o777 == 0o600
