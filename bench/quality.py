@@ -8,8 +8,12 @@ validation NDCG@10 (train as input), and are tested with train + validation as i
 (fold-in for users unseen in training; the UIG GCN also recomputes its popularity prior at the
 test start through ``with_inputs``). Trained models: mean ± std over ``--seeds``.
 
-Every UIG GCN setting was chosen on the validation window; ``--select`` reruns that comparison
-(train → validation only, the test window is never read) and writes it as its own section.
+The UIG GCN trains over the train window's interest graph (``models.graph.train_window_graph``,
+edges weighted by affinity at the validation start with the aggregation's half-life — the graph
+``uig train`` stores as ``train_graph.pt``). Every UIG GCN setting, whether propagation uses
+those affinity weights or unit weights included, was chosen on the validation window;
+``--select`` reruns that comparison (train → validation only, the test window is never read) and
+writes it as its own section.
 
     .venv/bin/python bench/quality.py                 # seeds 0 1 2, writes the "quality" section
     .venv/bin/python bench/quality.py --quick         # one seed, few epochs, prints only
@@ -33,7 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, stamp, write_section  # noqa: E402
-from models.baselines import BPRMF, FitReport, ItemKNN, LightGCNBaseline, MostPopular  # noqa: E402
+from models.baselines import BPRMF, ItemKNN, LightGCNBaseline, MostPopular  # noqa: E402
+from models.bpr import FitReport  # noqa: E402
 from models.evaluation import (  # noqa: E402
     EncodedSplit,
     History,
@@ -44,6 +49,7 @@ from models.evaluation import (  # noqa: E402
     evaluate_all_and_warm,
     temporal_split,
 )
+from models.graph import InterestGraph, train_window_graph  # noqa: E402
 from models.training import GCNTrainConfig, UigGCNScorer, decayed_popularity, fit_uig_gcn  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
 from uig_tasks.movielens import items as catalog_items, movielens_dir, rating_events  # noqa: E402
@@ -108,8 +114,7 @@ def item_topics_frame(catalog: list[dict[str, object]], kg_min_items: int) -> pd
 @dataclasses.dataclass
 class Data:
     split: EncodedSplit
-    item_text: np.ndarray
-    item_topics: pd.DataFrame
+    graph: InterestGraph  # the train window's, cut at the validation start
     warm: np.ndarray
     validation: ValidationSet
     summary: str
@@ -126,6 +131,7 @@ def load_data() -> Data:
     text = item_text_embeddings(catalog, data.train.items)
     print(f"encoded {len(text)} item texts in {time.perf_counter() - t0:.0f} s", flush=True)
     topics = item_topics_frame(catalog, UigConfig.kg_min_items)
+    graph = train_window_graph(data.train, topics, text, UigConfig.half_life_days, data.valid_start)
     warm = data.train.active_users()
     test_users, valid_users = data.test.active_users(), data.valid.active_users()
     with_input = np.unique(data.before_test.user_ids)
@@ -140,7 +146,7 @@ def load_data() -> Data:
         f"Validation users {valid_users.size} ({np.intersect1d(valid_users, warm).size} warm)."
     )
     print(summary, flush=True)
-    return Data(data, text, topics, warm, ValidationSet.from_split(data), summary)
+    return Data(data, graph, warm, ValidationSet.from_split(data), summary)
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,9 +196,7 @@ def fit_uig(data: Data, config: GCNTrainConfig, label: str) -> tuple[UigGCNScore
         shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
         print(f"  {label} epoch {epoch}: {shown}", flush=True)
 
-    split = data.split
-    scorer, report = fit_uig_gcn(split.train, data.item_text, data.item_topics, data.validation, config,
-                                 progress, as_of=split.valid_start)
+    scorer, report = fit_uig_gcn(data.split.train, data.graph, data.validation, config, progress)
     print(f"{label}: {report.epochs_run} epochs (best {report.best_epoch}, valid {config.metric} "
           f"{report.best_score:.4f}), {report.seconds_per_epoch:.2f} s/epoch, {time.perf_counter() - t0:.0f} s",
           flush=True)
@@ -332,13 +336,15 @@ def selection_candidates(base: GCNTrainConfig) -> list[tuple[str, GCNTrainConfig
         ("prior_weight", (0.5, 2.0)),
         ("prior_half_life_days", (7.0, 30.0)),
         ("topic_weight", (0.0,)),
+        ("edge_weights", ("affinity", "unit")),
         ("num_layers", (1, 3)),
         ("lr", (1e-3,)),
         ("reg", (1e-3,)),
     ):
         for value in values:
             if getattr(base, field) != value:
-                variants.append((f"{field}={value:g}", {field: value}))
+                variants.append((f"{field}={value:g}" if isinstance(value, float | int) else f"{field}={value}",
+                                 {field: value}))
     return [(label, dataclasses.replace(base, **kw)) for label, kw in variants]
 
 

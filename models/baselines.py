@@ -18,27 +18,22 @@ touched), so a fit is reproducible on the same machine and thread count.
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.nn.models import LightGCN
-from torch_geometric.utils import to_undirected
 
-from models.evaluation import METRICS, History, Interactions, Scorer, ValidationSet
+from models.bpr import BPRSampler, FitReport, bpr_loss, check_training_args, fit_epochs, validator
+from models.evaluation import History, Interactions, ValidationSet
+from models.propagation import fold_in, normalized_adjacency
 from uig_common.errors import InputError, UigError
 
 __all__ = [
     "BPRMF",
     "BaselineInputError",
-    "FitReport",
     "ItemKNN",
     "LightGCNBaseline",
     "MatrixFactorization",
@@ -53,24 +48,6 @@ class BaselineInputError(InputError):
 
 class NotFittedError(UigError, RuntimeError):
     """``score`` was called before ``fit``."""
-
-
-@dataclass
-class FitReport:
-    """What a fit did: epochs run, the epoch kept, validation scores, and time spent training."""
-
-    epochs_run: int = 0
-    best_epoch: int = 0
-    best_score: float | None = None
-    train_seconds: float = 0.0
-    validation_seconds: float = 0.0
-    validation_scores: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-
-    @property
-    def seconds_per_epoch(self) -> float:
-        """Training time per epoch, validation excluded."""
-        return self.train_seconds / self.epochs_run if self.epochs_run else 0.0
 
 
 def _require(inputs: Interactions, what: str) -> None:
@@ -171,47 +148,15 @@ class ItemKNN:
 
 
 # --------------------------------------------------------------------------------------------
-# Shared machinery of the trained baselines
-
-
-class _BPRSampler:
-    """(user, positive, negative) triples: every training pair once per epoch, in a seeded random
-    order, each with one negative drawn uniformly from all items and redrawn (up to 20 times)
-    while it is one of the user's training items."""
-
-    def __init__(self, history: History, generator: torch.Generator) -> None:
-        self.users, self.items = history.pairs()
-        self.n_items = history.n_items
-        self.keys = torch.sort(self.users * self.n_items + self.items).values
-        self.generator = generator
-
-    def __len__(self) -> int:
-        return self.users.numel()
-
-    def _is_positive(self, keys: Tensor) -> Tensor:
-        at = torch.searchsorted(self.keys, keys).clamp_max(self.keys.numel() - 1)
-        return self.keys[at] == keys
-
-    def epoch(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        n = len(self)
-        perm = torch.randperm(n, generator=self.generator)
-        users, pos = self.users[perm], self.items[perm]
-        neg = torch.randint(0, self.n_items, (n,), generator=self.generator)
-        for _ in range(20):  # resample negatives that are in fact positives; a few rounds suffice
-            clash = self._is_positive(users * self.n_items + neg)
-            if not clash.any():
-                break
-            neg[clash] = torch.randint(0, self.n_items, (int(clash.sum()),), generator=self.generator)
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            yield users[sl], pos[sl], neg[sl]
+# Fold-in of the trained baselines
 
 
 def _fold_in(
     users: Tensor, history: History, user_vectors: Tensor, item_vectors: Tensor, known: Tensor
 ) -> Tensor:
     """User vectors for ``users``: trained ones where ``known``, else the mean item vector of the
-    user's history, else (empty history) the mean trained user vector."""
+    user's history (:func:`models.propagation.fold_in`), else (empty history) the mean trained
+    user vector."""
     if users.numel() and (int(users.min()) < 0 or int(users.max()) >= user_vectors.size(0)):
         raise BaselineInputError(
             f"user indices must lie in [0, {user_vectors.size(0)}): score users of the index the model was fitted on"
@@ -221,74 +166,10 @@ def _fold_in(
     if unknown.any():
         positions = torch.nonzero(unknown).flatten()
         rows, items = history.pairs(users[positions])
-        sums = torch.zeros(positions.numel(), item_vectors.size(1)).index_add_(0, rows, item_vectors[items])
+        folded = fold_in(torch.stack([rows, items]), None, item_vectors, positions.numel())
         counts = torch.bincount(rows, minlength=positions.numel()).unsqueeze(1)
-        average_user = user_vectors[known].mean(0)
-        out[positions] = torch.where(counts > 0, sums / counts.clamp_min(1), average_user)
+        out[positions] = torch.where(counts > 0, folded, user_vectors[known].mean(0))
     return out
-
-
-def _train(
-    module: nn.Module,
-    run_epoch: Callable[[], float],
-    validate: Callable[[], float] | None,
-    epochs: int,
-    patience: int,
-    on_change: Callable[[], None],
-) -> FitReport:
-    """Epoch loop with early stopping on a validation score (higher is better); restores the best
-    epoch's parameters. Without ``validate`` it runs all ``epochs`` and keeps the last."""
-    report = FitReport()
-    best_state: dict[str, Tensor] | None = None
-    bad = 0
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        module.train()
-        report.losses.append(run_epoch())
-        report.train_seconds += time.perf_counter() - t0
-        report.epochs_run = epoch
-        on_change()
-        if validate is None:
-            report.best_epoch = epoch
-            continue
-        t0 = time.perf_counter()
-        module.eval()
-        value = validate()
-        report.validation_seconds += time.perf_counter() - t0
-        report.validation_scores.append(value)
-        if report.best_score is None or value > report.best_score:
-            report.best_score, report.best_epoch, bad = value, epoch, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-        on_change()
-    module.eval()
-    return report
-
-
-def _metric_k(metric: str) -> int:
-    name, _, k = metric.partition("@")
-    if name not in METRICS or not k.isdigit() or int(k) < 1:
-        raise BaselineInputError(f"early-stopping metric must look like 'ndcg@10' (one of {METRICS} @ K), got {metric!r}")
-    return int(k)
-
-
-def _validator(scorer: Scorer, validation: ValidationSet | None, metric: str) -> Callable[[], float] | None:
-    if validation is None:
-        return None
-    k = _metric_k(metric)
-    return lambda: validation.evaluate(scorer, ks=(k,))[metric]
-
-
-def _check_training_args(epochs: int, batch_size: int, patience: int, dim: int, metric: str) -> None:
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience), ("dim", dim)):
-        if value < 1:
-            raise BaselineInputError(f"{name} must be at least 1, got {value}")
-    _metric_k(metric)
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +210,7 @@ class BPRMF:
         metric: str = "ndcg@10",
         seed: int = 0,
     ) -> None:
-        _check_training_args(epochs, batch_size, patience, dim, metric)
+        check_training_args(epochs, batch_size, patience, dim, metric, BaselineInputError)
         self.dim, self.epochs, self.batch_size, self.lr, self.reg = dim, epochs, batch_size, lr, reg
         self.patience, self.metric, self.seed = patience, metric, seed
         self.model: MatrixFactorization | None = None
@@ -342,7 +223,7 @@ class BPRMF:
         history = train.history()
         self.known = torch.from_numpy(history.lengths() > 0)
         self.model = MatrixFactorization(train.n_users, train.n_items, self.dim, generator)
-        sampler = _BPRSampler(history, generator)
+        sampler = BPRSampler(history, generator)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
         model = self.model
 
@@ -350,17 +231,15 @@ class BPRMF:
             total = 0.0
             for u, i, j in sampler.epoch(self.batch_size):
                 pu, qi, qj = model.user(u), model.item(i), model.item(j)
-                diff = (pu * qi).sum(-1) - (pu * qj).sum(-1)
-                reg = (pu.pow(2).sum() + qi.pow(2).sum() + qj.pow(2).sum()) / u.numel()
-                loss = -F.logsigmoid(diff).mean() + self.reg * reg
+                loss = bpr_loss((pu * qi).sum(-1), (pu * qj).sum(-1), (pu, qi, qj), self.reg)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * u.numel()
             return total / len(sampler)
 
-        self.report = _train(model, run_epoch, _validator(self, validation, self.metric), self.epochs,
-                             self.patience, lambda: None)
+        self.report = fit_epochs(model, run_epoch, validator(self, validation, self.metric), self.epochs,
+                                 self.patience, lambda: None)
         return self
 
     def score(self, users: Tensor, history: History) -> Tensor:
@@ -377,24 +256,20 @@ class BPRMF:
 # LightGCN
 
 
-def normalized_adjacency(history: History) -> Tensor:
-    """``D^{-1/2} A D^{-1/2}`` of the bipartite user–item graph (users first, then items), as a
-    sparse CSR matrix, without self-loops — LightGCN's propagation matrix (He et al., eq. 7)."""
+def user_item_adjacency(history: History) -> Tensor:
+    """LightGCN's propagation matrix of the bipartite user–item graph (users first, then items):
+    :func:`models.propagation.normalized_adjacency` with unit weights."""
     rows, items = history.pairs()
-    n = history.n_users + history.n_items
-    edge_index = to_undirected(torch.stack([rows, items + history.n_users]), num_nodes=n)
-    edge_index, weight = gcn_norm(edge_index, None, n, add_self_loops=False)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_coo_tensor(edge_index, weight, (n, n), check_invariants=True).coalesce().to_sparse_csr()
+    return normalized_adjacency(torch.stack([rows, items + history.n_users]), None, history.n_users + history.n_items)
 
 
 class LightGCNBaseline:
     """Plain LightGCN (He et al., "LightGCN: Simplifying and Powering Graph Convolution Network
     for Recommendation", SIGIR 2020) via :class:`torch_geometric.nn.models.LightGCN` on the
-    train user–item graph, trained with its BPR ``recommendation_loss`` and Adam.
+    train user–item graph, trained with :func:`models.bpr.bpr_loss` (the loss of PyG's
+    ``recommendation_loss``: BPR plus L2 on the batch's layer-0 embeddings) and Adam.
 
-    The symmetric normalisation is computed once (:func:`normalized_adjacency`) and the layers
+    The symmetric normalisation is computed once (:func:`user_item_adjacency`) and the layers
     run with ``normalize=False`` on that sparse matrix — the same propagation as the default, a
     few times faster on CPU. Scores are dot products of final (layer-averaged) embeddings; users
     absent from training are folded in from final item embeddings (module docstring).
@@ -412,7 +287,7 @@ class LightGCNBaseline:
         metric: str = "ndcg@10",
         seed: int = 0,
     ) -> None:
-        _check_training_args(epochs, batch_size, patience, dim, metric)
+        check_training_args(epochs, batch_size, patience, dim, metric, BaselineInputError)
         if num_layers < 0:
             raise BaselineInputError(f"num_layers must be >= 0, got {num_layers}")
         self.dim, self.num_layers, self.epochs, self.batch_size = dim, num_layers, epochs, batch_size
@@ -430,11 +305,11 @@ class LightGCNBaseline:
         history = train.history()
         self.n_users = train.n_users
         self.known = torch.from_numpy(history.lengths() > 0)
-        self.adjacency = adjacency = normalized_adjacency(history)
+        self.adjacency = adjacency = user_item_adjacency(history)
         with torch.random.fork_rng(devices=[]):  # LightGCN's own init draws from the global RNG
             self.model = model = LightGCN(train.n_users + train.n_items, self.dim, self.num_layers, normalize=False)
         nn.init.xavier_uniform_(model.embedding.weight, generator=generator)  # PyG's init, seeded
-        sampler = _BPRSampler(history, generator)
+        sampler = BPRSampler(history, generator)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         offset = train.n_users
 
@@ -443,15 +318,15 @@ class LightGCNBaseline:
             for u, i, j in sampler.epoch(self.batch_size):
                 label_index = torch.cat([torch.stack([u, i + offset]), torch.stack([u, j + offset])], dim=1)
                 pos, neg = model(adjacency, label_index).chunk(2)
-                loss = model.recommendation_loss(pos, neg, node_id=label_index.unique(), lambda_reg=self.reg)
+                loss = bpr_loss(pos, neg, (model.embedding.weight[label_index.unique()],), self.reg)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * u.numel()
             return total / len(sampler)
 
-        self.report = _train(model, run_epoch, _validator(self, validation, self.metric), self.epochs,
-                             self.patience, self._forget_embeddings)
+        self.report = fit_epochs(model, run_epoch, validator(self, validation, self.metric), self.epochs,
+                                 self.patience, self._forget_embeddings)
         return self
 
     def _forget_embeddings(self) -> None:

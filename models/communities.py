@@ -8,8 +8,9 @@ seeded implementation). A community is named by the genres over-represented in i
 catalog) and its most taken titles. Communities smaller than ``min_size`` are dropped: their
 items belong to none.
 
-Communities are computed from the training window with the model and travel in its state, so a
-model version fixes its communities (a rollback restores them too).
+Communities are computed from the training window's interest graph (:func:`graph_communities`,
+the same graph the model is trained on) and travel in the model's state, so a model version
+fixes its communities (a rollback restores them too).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["Community", "CommunitySettings", "find_communities"]
+from models.graph import ITEM_GENRE, USER_ITEM, InterestGraph
+
+__all__ = ["Community", "CommunitySettings", "find_communities", "graph_communities"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,20 @@ def find_communities(
         found.append((members, top_genres, f"{label}: {', '.join(titles.get(i, i) for i in members[:2])}"))
     found.sort(key=lambda f: (-len(f[0]), f[0][0]))
     return [Community(f"c{k:02d}", name, members, genres) for k, (members, genres, name) in enumerate(found, start=1)]
+
+
+def graph_communities(
+    graph: InterestGraph, titles: Mapping[str, str], settings: CommunitySettings = CommunitySettings()
+) -> list[Community]:
+    """:func:`find_communities` of an interest graph (:mod:`models.graph`): its user–item edges are
+    the pairs, its item–genre edges name the communities (``genre:Drama`` → ``Drama``)."""
+    users, items = graph.data[USER_ITEM].edge_index.numpy()
+    pairs = pd.DataFrame({"user": np.asarray(graph.user_ids)[users], "item": np.asarray(graph.item_ids)[items]})
+    genre_items, genres = graph.data[ITEM_GENRE].edge_index.numpy()
+    item_genres: dict[str, list[str]] = {}
+    for item, genre in sorted(zip(genre_items.tolist(), genres.tolist())):
+        item_genres.setdefault(graph.item_ids[item], []).append(graph.genre_ids[genre].split(":", 1)[-1])
+    return find_communities(pairs, item_genres, titles, settings)
 
 
 def community_topics(communities: Sequence[Community]) -> pd.DataFrame:

@@ -15,30 +15,28 @@ homogeneous view of the user–item–genre–entity graph. Differences that mak
 * a learned item bias, added to the dot product, carries the item's appeal that the embeddings
   do not; a non-learned popularity prior is added by the scorer (:mod:`models.training`).
 
-Scoring is separate from encoding: :meth:`InterestGCN.forward` gives item embeddings,
-:func:`fold_in_users` turns histories into user vectors, :func:`score` ranks.
+Scoring is separate from encoding: :meth:`InterestGCN.forward` gives item embeddings over a
+:class:`PropagationGraph` (built from the stored interest graph by
+:meth:`PropagationGraph.from_graph`), :func:`models.propagation.fold_in` turns histories into
+user vectors, :func:`score` ranks.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
-from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import to_undirected
+from uig_common.errors import InputError
 
-__all__ = ["InterestGCN", "PropagationGraph", "fold_in_users", "interest_adjacency", "row_normalized", "score"]
+from models.graph import ITEM_ENTITY, ITEM_GENRE, USER_ITEM
+from models.propagation import normalized_adjacency, row_normalized
 
+__all__ = ["EDGE_WEIGHTS", "InterestGCN", "PropagationGraph", "interest_adjacency", "score", "topic_edges"]
 
-def _sparse(index: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
-    """A sparse CSR matrix (CPU CSR products are several times faster than COO ones)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-        coo = torch.sparse_coo_tensor(index, values, shape, check_invariants=True).coalesce()
-        return coo.to_sparse_csr()
+#: How user–item edges weigh in propagation: the graph's time-decayed affinity, or 1 each.
+EDGE_WEIGHTS = ("affinity", "unit")
 
 
 class _SparseMatmul(torch.autograd.Function):
@@ -79,9 +77,28 @@ class PropagationGraph:
         pool_t = row_normalized(user_item, user_weight, n_users, n_items, transpose=True)
         return cls(adjacency, pool, pool_t)
 
+    @classmethod
+    def from_graph(cls, data: HeteroData, topic_weight: float = 1.0, edge_weights: str = "affinity") -> PropagationGraph:
+        """The operators of an interest graph (:func:`models.graph.build_graph`): the one way the
+        model reads the graph. ``edge_weights`` (:data:`EDGE_WEIGHTS`): user–item edges weigh their
+        affinity (``edge_weight``) or 1 each; item–topic edges weigh ``topic_weight``."""
+        if edge_weights not in EDGE_WEIGHTS:
+            raise InputError(f"edge_weights must be one of {EDGE_WEIGHTS}, got {edge_weights!r}")
+        ui = data[USER_ITEM]
+        weight = ui.edge_weight if edge_weights == "affinity" else torch.ones(ui.edge_index.size(1))
+        n_topics = data["genre"].num_nodes + data["entity"].num_nodes
+        return cls.build(ui.edge_index, weight, data["user"].num_nodes, data["item"].num_nodes, topic_edges(data),
+                         n_topics, topic_weight)
+
     @property
     def n_users(self) -> int:
         return self.user_pool.size(0)
+
+
+def topic_edges(data: HeteroData) -> Tensor:
+    """(item, topic) pairs [2, F] of an interest graph; topics are its genres, then its entities."""
+    genre, entity = data[ITEM_GENRE].edge_index, data[ITEM_ENTITY].edge_index
+    return torch.cat([genre, torch.stack([entity[0], entity[1] + data["genre"].num_nodes])], dim=1)
 
 
 def interest_adjacency(
@@ -99,27 +116,12 @@ def interest_adjacency(
     (item, topic) edges, each of weight ``topic_weight`` (how much topics count against
     interactions in a node's degree). No self-loops, as in LightGCN (eq. 7).
     """
-    n_nodes = n_users + n_items + n_topics
     ui = torch.stack([user_item[0], user_item[1] + n_users])
     it = torch.stack([item_topic[0] + n_users, item_topic[1] + n_users + n_items])
-    edge_index = torch.cat([ui, it], dim=1).long()
     weights = torch.cat(
         [user_weight.float(), torch.full((it.size(1),), float(topic_weight), dtype=torch.float32)]
     )
-    keep = weights > 0
-    edge_index, weights = to_undirected(edge_index[:, keep], weights[keep], num_nodes=n_nodes, reduce="mean")
-    edge_index, norm = gcn_norm(edge_index, weights, n_nodes, add_self_loops=False)
-    return _sparse(edge_index, norm, (n_nodes, n_nodes))
-
-
-def row_normalized(pairs: Tensor, weight: Tensor, n_rows: int, n_cols: int, transpose: bool = False) -> Tensor:
-    """Sparse [n_rows, n_cols] with row r = the weights of its (r, c) pairs divided by their sum
-    (or its transpose, [n_cols, n_rows])."""
-    totals = torch.zeros(n_rows).index_add_(0, pairs[0], weight.float())
-    values = weight.float() / totals[pairs[0]].clamp_min(1e-12)
-    if transpose:
-        return _sparse(pairs.long().flip(0), values, (n_cols, n_rows))
-    return _sparse(pairs.long(), values, (n_rows, n_cols))
+    return normalized_adjacency(torch.cat([ui, it], dim=1), weights, n_users + n_items + n_topics)
 
 
 class InterestGCN(nn.Module):
@@ -180,49 +182,6 @@ class InterestGCN(nn.Module):
             h = _SparseMatmul.apply(graph.adjacency, graph.adjacency, h)  # symmetric: its own transpose
             out = out + h
         return (out / (self.num_layers + 1))[graph.n_users : graph.n_users + self.n_items]
-
-    def encode(
-        self, item_text: Tensor, user_item: Tensor, user_weight: Tensor, n_users: int, item_topic: Tensor
-    ) -> Tensor:
-        """Final item embeddings from raw edges (builds the graph; training builds it once).
-
-        ``user_item`` [2, E] (user, item) with weights ``user_weight``; ``item_topic`` [2, F]
-        (item, topic index in genres + entities).
-        """
-        graph = PropagationGraph.build(user_item, user_weight, n_users, self.n_items, item_topic, self.n_topics)
-        return self(item_text, graph)
-
-    @staticmethod
-    def inputs_from_graph(data: HeteroData) -> dict[str, Tensor | int]:
-        """The tensors :meth:`encode` needs, from a graph built by :func:`models.graph.build_graph`."""
-        ui = data["user", "interacts", "item"]
-        genre = data["item", "has_genre", "genre"].edge_index
-        entity = data["item", "has_entity", "entity"].edge_index
-        n_genres = data["genre"].num_nodes
-        item_topic = torch.cat([genre, torch.stack([entity[0], entity[1] + n_genres])], dim=1)
-        return {
-            "item_text": data["item"].x,
-            "user_item": ui.edge_index,
-            "user_weight": ui.edge_weight,
-            "n_users": data["user"].num_nodes,
-            "item_topic": item_topic,
-        }
-
-
-def _weighted_mean_rows(pairs: Tensor, weight: Tensor, item_vectors: Tensor, n_rows: int) -> Tensor:
-    """Row r = Σ w·item / Σ w over the (row, item) pairs; zero for a row without pairs."""
-    sums = torch.zeros(n_rows, item_vectors.size(1), device=item_vectors.device)
-    sums.index_add_(0, pairs[0], item_vectors[pairs[1]] * weight.unsqueeze(1))
-    totals = torch.zeros(n_rows, device=item_vectors.device).index_add_(0, pairs[0], weight)
-    return sums / totals.clamp_min(1e-12).unsqueeze(1)
-
-
-def fold_in_users(history: Tensor, weight: Tensor, item_embeddings: Tensor, n_users: int) -> Tensor:
-    """User vectors from their (weighted) history over final item embeddings: no retraining.
-
-    ``history`` [2, E] (row, item) pairs with ``weight`` [E]; a row without pairs gets zeros.
-    """
-    return _weighted_mean_rows(history, weight, item_embeddings, n_users)
 
 
 def score(users: Tensor, item_embeddings: Tensor, item_bias: Tensor) -> Tensor:

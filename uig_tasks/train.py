@@ -4,11 +4,13 @@ The steps are separate functions so the DAG can run them as separate tasks that 
 only a path or a version number:
 
 1. :func:`build_snapshot` reads the Delta tables once (events, catalog, topics, text vectors),
-   applies the project's global temporal split and writes a small *training snapshot* folder.
-   Training and evaluation then read the snapshot, not Delta, so every step of one run sees the
-   same data and the Delta versions it came from are recorded.
-2. :func:`train_candidate` fits the UIG GCN on the train window (early stopping on validation),
-   logs it to MLflow and registers a new ``uig-gcn`` version.
+   applies the project's global temporal split and writes a small *training snapshot* folder
+   (:mod:`models.snapshot`) with the train window's interest graph. Training and evaluation
+   then read the snapshot, not Delta, so every step of one run sees the same data and the
+   Delta versions it came from are recorded.
+2. :func:`train_candidate` fits the UIG GCN on the train window over the snapshot's graph
+   (early stopping on validation), finds the interest communities of that graph, logs it to
+   MLflow and registers a new ``uig-gcn`` version.
 3. :func:`evaluate_snapshot` scores models on the test window (the candidate or the champion,
    and the baselines in the same run) — reported, never used for any decision.
 4. :func:`gate_candidate` moves ``@champion`` to the candidate only if it beats the current
@@ -18,159 +20,52 @@ only a path or a version number:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from models.snapshot import SnapshotError, TrainingSnapshot
 from uig_tasks.config import UigConfig
 from uig_common.errors import InputError
 
+__all__ = ["SnapshotError", "TrainingSnapshot", "build_snapshot", "evaluate_rolling", "evaluate_snapshot",
+           "gate_candidate", "latest_snapshot", "run_train", "train_candidate", "train_config_from"]
+
 log = logging.getLogger(__name__)
 
-#: Event types that name an item and therefore become user–item interactions (search does not).
-INTERACTION_TYPES = ("view", "click", "rate", "like", "purchase")
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 #: Model names `uig evaluate` knows, in table order; "uig-gcn" is the registered model.
 MODEL_CHOICES = ("uig-gcn", "most-popular", "item-knn", "bpr-mf", "lightgcn")
 
 
-class SnapshotError(InputError):
-    """The Delta tables cannot make a training snapshot (missing tables, too little data)."""
-
-
-@dataclass(frozen=True)
-class TrainingSnapshot:
-    """What one training run reads: interactions, the item index with its text vectors and topics."""
-
-    interactions: pd.DataFrame  # user (user_key), item (item_id), ts (epoch seconds)
-    item_ids: tuple[str, ...]
-    item_text: np.ndarray  # [n_items, d] float32, row i = item_ids[i]
-    item_topics: pd.DataFrame  # item_id, topic_id, topic_type
-    input_versions: dict[str, int]
-    encoder_version: str
-    built_at: str
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    # --- persistence: a folder of parquet + npy + json, readable without this code ----------
-    def save(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.interactions.to_parquet(folder / "interactions.parquet", index=False)
-        self.item_topics.to_parquet(folder / "item_topics.parquet", index=False)
-        np.save(folder / "item_text.npy", self.item_text)
-        manifest = {
-            "item_ids": list(self.item_ids),
-            "input_versions": self.input_versions,
-            "encoder_version": self.encoder_version,
-            "built_at": self.built_at,
-            "meta": self.meta,
-        }
-        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        return folder
-
-    @classmethod
-    def load(cls, folder: Path | str) -> TrainingSnapshot:
-        folder = Path(folder)
-        if not (folder / "manifest.json").exists():
-            raise SnapshotError(f"{folder} is not a training snapshot (no manifest.json); run `uig train` or the build_graph task")
-        manifest = json.loads((folder / "manifest.json").read_text())
-        return cls(
-            interactions=pd.read_parquet(folder / "interactions.parquet"),
-            item_ids=tuple(manifest["item_ids"]),
-            item_text=np.load(folder / "item_text.npy"),
-            item_topics=pd.read_parquet(folder / "item_topics.parquet"),
-            input_versions={k: int(v) for k, v in manifest["input_versions"].items()},
-            encoder_version=manifest["encoder_version"],
-            built_at=manifest["built_at"],
-            meta=manifest.get("meta", {}),
-        )
-
-    # --- the protocol ---------------------------------------------------------------------
-    def split(self):  # -> tuple[Split, EncodedSplit]; models.evaluation imported lazily (torch)
-        """The project's global temporal split, indexed over every user and the whole catalog."""
-        from models.evaluation import temporal_split
-
-        split = temporal_split(self.interactions, SPLIT_FRACTIONS)
-        return split, split.encode(items=self.item_ids)
-
-
 def build_snapshot(config: UigConfig, built_at: datetime, folder: Path | None = None) -> dict[str, Any]:
-    """Read silver/gold Delta tables into a training snapshot folder; returns a small summary (for XCom)."""
-    from pyspark.sql import functions as F
+    """Read silver/gold Delta tables into a training snapshot folder; returns a small summary (for XCom).
 
-    from uig_common import names as C
-    from spark_jobs.io import get_spark, read_table, table_version
+    Read the tables (:mod:`spark_jobs.snapshot_job`) and the text vectors → check them and split
+    (:func:`models.snapshot.make_snapshot`) → the train window's interest graph at the validation
+    start (edges weigh their affinity with the aggregation's half-life) → save both.
+    """
+    from models.snapshot import make_snapshot
+    from models.text_encoder import item_encoder_version
+    from spark_jobs.io import get_spark
+    from spark_jobs.snapshot_job import read_training_tables
     from uig_tasks.encode import load_item_embeddings
 
-    from models.text_encoder import item_encoder_version
-
     spark = get_spark(config.spark, "uig-snapshot")
-    tables = (C.SILVER_EVENTS, C.SILVER_ITEMS, C.GOLD_ITEM_TOPICS, C.GOLD_ITEM_EMBEDDINGS)
-    versions = {t: table_version(spark, config.lake, t) for t in tables}
-    events = (
-        read_table(spark, config.lake, C.SILVER_EVENTS)
-        .where(F.col(C.EVENT_TYPE).isin(*INTERACTION_TYPES) & F.col(C.ITEM_ID).isNotNull())
-        .select(
-            F.col(C.USER_KEY).alias("user"),
-            F.col(C.ITEM_ID).alias("item"),
-            F.col(C.TS).cast("double").alias("ts"),  # epoch seconds
-        )
-        .toPandas()
-    )
-    if len(events) < 10:
-        raise SnapshotError(
-            f"silver.events has {len(events)} item interactions under {config.delta_dir}; "
-            "land and ingest data first (`uig data prepare && uig ingest`)"
-        )
-    titles = {r[C.ITEM_ID]: r[C.TITLE] for r in read_table(spark, config.lake, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()}
-    catalog = sorted(titles)
+    tables = read_training_tables(spark, config.lake)
     encoder_version = item_encoder_version()
-    vector_ids, vectors = load_item_embeddings(spark, config, encoder_version)
-    row_of = {item: i for i, item in enumerate(vector_ids)}
-    missing = [item for item in catalog if item not in row_of]
-    if missing:
-        raise SnapshotError(
-            f"{len(missing)} catalog items have no {encoder_version} vector (e.g. {missing[:3]}); run `uig encode` first"
-        )
-    unknown = sorted(set(events["item"]) - set(catalog))
-    if unknown:
-        raise SnapshotError(f"{len(unknown)} interacted items are not in silver.items (e.g. {unknown[:3]})")
-    topics = (
-        read_table(spark, config.lake, C.GOLD_ITEM_TOPICS)
-        .select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE)
-        .toPandas()
-        .sort_values([C.ITEM_ID, C.TOPIC_ID], kind="stable")
-        .reset_index(drop=True)
-    )
-    if topics.empty:
-        raise SnapshotError(f"gold.item_topics is empty under {config.delta_dir}; run `uig aggregate` first")
-    snapshot = TrainingSnapshot(
-        interactions=events.sort_values(["ts", "user", "item"], kind="stable").reset_index(drop=True),
-        item_ids=tuple(catalog),
-        item_text=vectors[[row_of[item] for item in catalog]].astype(np.float32),
-        item_topics=topics,
-        input_versions=versions,
-        encoder_version=encoder_version,
-        built_at=built_at.isoformat(),
-        meta={"titles": titles},
-    )
-    split, data = snapshot.split()
-    folder = folder or config.data_root / "snapshots" / f"train-{built_at:%Y%m%dT%H%M%S}"
-    graph = train_graph(snapshot, split.train, data.valid_start, config.half_life_days)
-    snapshot.meta["train_graph"] = graph_summary(graph)
-    snapshot.save(folder)
-    torch_save_graph(graph, folder / "train_graph.pt")
+    vectors = load_item_embeddings(spark, config, encoder_version)
+    snapshot = make_snapshot(tables.events, tables.titles, tables.item_topics, vectors, tables.versions,
+                             encoder_version, built_at, where=str(config.delta_dir))
+    _, data = snapshot.split()
+    graph = snapshot.train_graph(config.half_life_days)
+    folder = snapshot.save(folder or config.data_root / "snapshots" / f"train-{built_at:%Y%m%dT%H%M%S}", graph)
     summary = {
         "path": str(folder.resolve()),
-        "train_graph": snapshot.meta["train_graph"],
-        "interactions": len(events),
+        "train_graph": graph.summary(),
+        "interactions": len(snapshot.interactions),
         "users": data.n_users,
         "items": data.n_items,
         "train": len(data.train),
@@ -178,63 +73,12 @@ def build_snapshot(config: UigConfig, built_at: datetime, folder: Path | None = 
         "test": len(data.test),
         "valid_start": _iso(data.valid_start),
         "test_start": _iso(data.test_start),
-        "input_versions": versions,
+        "input_versions": snapshot.input_versions,
     }
     log.info("training snapshot %s: %d interactions, %d users, %d items; train/valid/test %d/%d/%d; train graph %s",
-             summary["path"], len(events), data.n_users, data.n_items, len(data.train), len(data.valid), len(data.test),
-             summary["train_graph"])
+             summary["path"], summary["interactions"], data.n_users, data.n_items, len(data.train), len(data.valid),
+             len(data.test), summary["train_graph"])
     return summary
-
-
-def train_graph(snapshot: TrainingSnapshot, train: pd.DataFrame, cut_seconds: float, half_life_days: float):  # -> InterestGraph
-    """The heterogeneous interest graph of the train window at its cut (the validation start).
-
-    User–item edges weigh ``Σ 2^(-age / half-life)`` over the pair's events at the cut; item
-    nodes carry their text vectors. :func:`models.graph.build_graph` refuses anything at or
-    after the cut, so the validation and test windows cannot enter.
-    """
-    from models.graph import build_graph
-
-    age_days = (cut_seconds - train["ts"].to_numpy()) / 86_400.0
-    edges = (
-        train.assign(weight=np.exp2(-age_days / half_life_days))
-        .groupby(["user", "item"], as_index=False)
-        .agg(weight=("weight", "sum"), last_ts=("ts", "max"))
-        .rename(columns={"user": "user_key", "item": "item_id"})
-    )
-    edges["last_ts"] = pd.to_datetime(edges["last_ts"], unit="s", utc=True)
-    cut = datetime.fromtimestamp(cut_seconds, timezone.utc)
-    return build_graph(edges, snapshot.item_topics, list(snapshot.item_ids), cut, item_features=snapshot.item_text)
-
-
-def train_communities(snapshot: TrainingSnapshot, train: pd.DataFrame) -> list:  # -> list[Community]
-    """Interest communities of the train window (:mod:`models.communities`), named by genres and titles."""
-    from models.communities import find_communities
-
-    genres = snapshot.item_topics[snapshot.item_topics["topic_type"] == "genre"]
-    item_genres = {item: [t.split(":", 1)[-1] for t in group["topic_id"]] for item, group in genres.groupby("item_id")}
-    found = find_communities(train, item_genres, snapshot.meta.get("titles", {}))
-    log.info("%d interest communities over %d items: %s", len(found), sum(len(c.members) for c in found),
-             "; ".join(c.name for c in found[:5]))
-    return found
-
-
-def graph_summary(graph: Any) -> dict[str, Any]:
-    """Node and edge counts per type of an :class:`models.graph.InterestGraph` (for logs and XCom)."""
-    data = graph.data
-    return {
-        "cut": graph.cut.isoformat(),
-        "nodes": {t: int(data[t].num_nodes) for t in data.node_types},
-        "edges": {"__".join(t): int(data[t].edge_index.size(1)) for t in data.edge_types},
-    }
-
-
-def torch_save_graph(graph: Any, path: Path) -> None:
-    """The HeteroData and its node ids, for inspection (``torch.load(path, weights_only=False)``)."""
-    import torch
-
-    torch.save({"data": graph.data, "user_ids": graph.user_ids, "item_ids": graph.item_ids,
-                "genre_ids": graph.genre_ids, "entity_ids": graph.entity_ids, "cut": graph.cut.isoformat()}, path)
 
 
 def _iso(seconds: float) -> str:
@@ -274,12 +118,13 @@ def train_candidate(
     """
     import torch
 
+    from models.communities import graph_communities
     from models.evaluation import ValidationSet, check_no_leakage
     from models.training import fit_uig_gcn
     from uig_tasks import mlflow_store, scorer_model
 
     snapshot = TrainingSnapshot.load(snapshot_path)
-    split, data = snapshot.split()
+    _, data = snapshot.split()
     check_no_leakage(data.train, data.valid_start, "train")
     train_config = train_config_from(overrides)
     torch.manual_seed(train_config.seed)
@@ -291,11 +136,11 @@ def train_candidate(
         log.info("epoch %d/%d  %s", epoch, train_config.epochs, shown)
 
     t0 = time.perf_counter()
-    scorer, report = fit_uig_gcn(
-        data.train, snapshot.item_text, snapshot.item_topics, ValidationSet.from_split(data), train_config, on_epoch,
-        as_of=data.valid_start,
-    )
-    communities = train_communities(snapshot, split.train)
+    graph = TrainingSnapshot.load_graph(snapshot_path)  # what training, scoring and communities read
+    scorer, report = fit_uig_gcn(data.train, graph, ValidationSet.from_split(data), train_config, on_epoch)
+    communities = graph_communities(graph, snapshot.meta.get("titles", {}))
+    log.info("%d interest communities over %d items: %s", len(communities), sum(len(c.members) for c in communities),
+             "; ".join(c.name for c in communities[:5]))
     scorer.communities = [c.to_dict() for c in communities]
     metric = train_config.metric
     score = _validation_score(scorer, data, metric)

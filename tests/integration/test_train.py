@@ -66,6 +66,24 @@ def test_snapshot_applies_the_temporal_split_without_leakage(trained) -> None:
     assert set(snapshot.input_versions) == {"silver.events", "silver.items", "gold.item_topics", "gold.item_embeddings"}
 
 
+def test_the_model_is_trained_on_the_stored_graph(trained) -> None:
+    """What is inspected (train_graph.pt) is what is learned: the model's own graph is the stored one."""
+    import torch
+
+    from models.graph import ITEM_ENTITY, ITEM_GENRE, USER_ITEM
+
+    config, result = trained
+    stored = TrainingSnapshot.load_graph(result["snapshot"]["path"])
+    scorer, _ = scorer_model.load_scorer(config, C.CHAMPION_ALIAS)
+    assert stored.cut.isoformat() == result["snapshot"]["valid_start"]
+    for edge_type in (USER_ITEM, ITEM_GENRE, ITEM_ENTITY):
+        assert torch.equal(scorer.graph[edge_type].edge_index, stored.data[edge_type].edge_index)
+    assert torch.equal(scorer.graph[USER_ITEM].edge_weight, stored.data[USER_ITEM].edge_weight)
+    assert torch.equal(scorer.item_text, stored.data["item"].x)
+    assert scorer.topic_ids == tuple(stored.topic_ids)
+    assert float(stored.data[USER_ITEM].edge_weight.min()) > 0  # affinity decayed to the cut
+
+
 def test_first_model_is_registered_and_becomes_champion(trained) -> None:
     config, result = trained
     gate = result["gate"]
@@ -104,7 +122,7 @@ def test_champion_uri_serves_through_pyfunc(trained) -> None:
 
     config, result = trained
     snapshot = TrainingSnapshot.load(result["snapshot"]["path"])
-    history = list(snapshot.interactions["item"].iloc[:5])
+    history = list(snapshot.interactions[C.ITEM_ID].iloc[:5])
     mlflow.set_tracking_uri(mlflow_store.tracking_uri(config))
     try:
         model = mlflow.pyfunc.load_model(f"models:/{C.GCN_MODEL}@{C.CHAMPION_ALIAS}")

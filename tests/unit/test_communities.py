@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pandas as pd
 
-from models.communities import Community, CommunitySettings, co_interaction_edges, community_topics, find_communities
+from models.communities import (
+    Community,
+    CommunitySettings,
+    co_interaction_edges,
+    community_topics,
+    find_communities,
+    graph_communities,
+)
+from models.graph import build_graph
 
 # users a0-a9 take items x0-x5, users b0-b9 take y0-y5; one user bridges with a single item each
 PAIRS = pd.DataFrame(
@@ -43,3 +53,14 @@ def test_round_trip_and_topics():
     topics = community_topics(found)
     assert set(topics["topic_type"]) == {"community"} and len(topics) == 12
     assert set(topics["topic_id"]) == {"community:c01", "community:c02"}
+
+
+def test_communities_of_the_interest_graph_are_those_of_its_edges():
+    """Training finds communities on the stored graph: its user–item edges, its genres."""
+    edges = PAIRS.rename(columns={"user": "user_key", "item": "item_id"}).assign(
+        weight=1.0, last_ts=pd.Timestamp("1998-01-01", tz="UTC"))
+    topics = pd.DataFrame([(item, f"genre:{g}", "genre") for item, genres in GENRES.items() for g in genres],
+                          columns=["item_id", "topic_id", "topic_type"])
+    graph = build_graph(edges, topics, sorted(GENRES), datetime(1999, 1, 1, tzinfo=timezone.utc))
+    settings = CommunitySettings(min_size=3)
+    assert graph_communities(graph, TITLES, settings) == find_communities(PAIRS, GENRES, TITLES, settings)

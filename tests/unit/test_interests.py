@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from models.evaluation import Interactions
+from models.graph import train_window_graph
 from models.interests import InterestSettings, UserHistory, interest_edges, topic_name
 from models.training import GCNTrainConfig, fit_uig_gcn
 
@@ -21,7 +22,7 @@ def scorer():
     train = Interactions.from_frame(pd.DataFrame(rows, columns=["user", "item", "ts"]), [f"u{u}" for u in range(12)], ITEMS)
     text = np.random.default_rng(3).normal(size=(len(ITEMS), 8)).astype(np.float32)
     config = GCNTrainConfig(dim=8, epochs=3, batch_size=16, lr=0.05, personal_weight=1.0, prior_weight=0.0)
-    return fit_uig_gcn(train, text, topics(), None, config)[0]
+    return fit_uig_gcn(train, train_window_graph(train, topics(), text, 30.0), None, config)[0]
 
 
 def topics() -> pd.DataFrame:

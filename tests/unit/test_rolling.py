@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from models.evaluation import temporal_split
+from models.graph import train_window_graph
 from models.rolling import ROLLING_MODELS, rolling_evaluation
 from models.training import GCNTrainConfig, fit_uig_gcn
 
@@ -24,8 +25,8 @@ def test_rolling_scores_every_model_over_the_same_user_days():
     text = np.random.default_rng(0).normal(size=(12, 6)).astype(np.float32)
     topics = pd.DataFrame([(f"i{k}", "genre:A" if k < 6 else "genre:B", "genre") for k in range(12)],
                           columns=["item_id", "topic_id", "topic_type"])
-    scorer = fit_uig_gcn(data.train, text, topics, None, GCNTrainConfig(dim=4, epochs=2, batch_size=16),
-                         as_of=data.valid_start)[0]
+    graph = train_window_graph(data.train, topics, text, 30.0, data.valid_start)
+    scorer = fit_uig_gcn(data.train, graph, None, GCNTrainConfig(dim=4, epochs=2, batch_size=16))[0]
     seen: list[str] = []
     result = rolling_evaluation(data, scorer, seen.append)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,13 +11,15 @@ import pytest
 import torch
 
 from models.evaluation import History, Interactions, LeakageError, Scorer, ValidationSet, check_no_leakage
+from models.gcn import PropagationGraph, topic_edges
+from models.graph import USER_ITEM, GraphInputError, InterestGraph, train_window_graph
+from models.snapshot import GRAPH_FILE, TrainingSnapshot
 from models.training import (
     GCNTrainConfig,
     GCNTrainError,
     UigGCNScorer,
     decayed_popularity,
     fit_uig_gcn,
-    item_topic_edges,
 )
 
 # 24 users, 16 items: users 0-9 like items 0-6, users 10-19 items 7-13 (each takes 5 of its
@@ -58,10 +61,15 @@ def topics() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item_id", "topic_id", "topic_type"])
 
 
+def graph(train: Interactions | None = None, cut: float | None = 10 * DAY) -> InterestGraph:
+    """The train window's interest graph at the validation start (edges: affinity, half-life 30 days)."""
+    return train_window_graph(split()[0] if train is None else train, topics(), text(), 30.0, cut)
+
+
 def fit(config: GCNTrainConfig = CONFIG, **kw: object) -> tuple[UigGCNScorer, object]:
     train, valid = split()
     validation = ValidationSet(train.history(), valid.history())
-    return fit_uig_gcn(train, text(), topics(), validation, config, as_of=10 * DAY, **kw)
+    return fit_uig_gcn(train, graph(), validation, config, **kw)
 
 
 ALL = torch.arange(N_USERS)
@@ -84,7 +92,7 @@ def test_early_stopping_stops_and_keeps_the_best_epoch():
     train, valid = split()
     validation = ValidationSet(train.history(), valid.history())
     config = GCNTrainConfig(**{**CONFIG.to_params(), "epochs": 40, "patience": 1})
-    scorer, report = fit_uig_gcn(train, text(), topics(), validation, config, as_of=10 * DAY)
+    scorer, report = fit_uig_gcn(train, graph(), validation, config)
     assert report.epochs_run < config.epochs  # stopped on a validation score that did not improve
     assert report.validation_scores[-1] <= report.best_score
     # the kept parameters are those of the best epoch: re-evaluating gives its score
@@ -94,7 +102,7 @@ def test_early_stopping_stops_and_keeps_the_best_epoch():
 def test_without_validation_runs_every_epoch():
     train, _ = split()
     seen: list[int] = []
-    _, report = fit_uig_gcn(train, text(), topics(), None, CONFIG, on_epoch=lambda e, v: seen.append(e))
+    _, report = fit_uig_gcn(train, graph(cut=None), None, CONFIG, on_epoch=lambda e, v: seen.append(e))
     assert report.epochs_run == report.best_epoch == CONFIG.epochs and seen == list(range(1, CONFIG.epochs + 1))
 
 
@@ -162,7 +170,7 @@ def test_item_without_interactions_gets_a_text_and_topic_embedding():
     changed = text()
     changed[14] = -changed[14]
     state = scorer.to_state()
-    state["item_text"] = torch.from_numpy(changed)
+    state["graph"]["item"]["x"] = torch.from_numpy(changed)
     other = UigGCNScorer.from_state(state).item_embeddings()
     assert not torch.allclose(other[14], items[14])
 
@@ -186,11 +194,46 @@ def test_decayed_popularity_by_hand():
 
 
 def test_topic_edges_map_genres_then_entities():
-    edges, n_genres, n_entities, ids = item_topic_edges(topics(), tuple(range(N_ITEMS)))
-    assert (n_genres, n_entities) == (2, 1) and ids == ("genre:A", "genre:B", "kg:m.dir")
-    assert edges.shape == (2, N_ITEMS + 3) and int(edges[1].max()) == 2
-    with pytest.raises(GCNTrainError, match="topic_type"):
-        item_topic_edges(topics().drop(columns="topic_type"), tuple(range(N_ITEMS)))
+    g = graph()
+    edges = topic_edges(g.data)
+    assert (g.data["genre"].num_nodes, g.data["entity"].num_nodes) == (2, 1)
+    assert g.topic_ids == ["genre:A", "genre:B", "kg:m.dir"]
+    assert edges.shape == (2, N_ITEMS + 3) and int(edges[1].max()) == 2  # item "99" is outside the index
+    with pytest.raises(GraphInputError, match="topic_type"):
+        train_window_graph(split()[0], topics().drop(columns="topic_type"), text(), 30.0)
+
+
+def test_training_reads_the_stored_graph(tmp_path: Path):
+    """The model's input is the graph saved as train_graph.pt: change an edge weight there and it changes."""
+    train, valid = split()
+    validation = ValidationSet(train.history(), valid.history())
+    graph().save(tmp_path / GRAPH_FILE)
+    affinity = GCNTrainConfig(**{**CONFIG.to_params(), "epochs": 1, "edge_weights": "affinity"})
+
+    def model_input(config: GCNTrainConfig = affinity) -> PropagationGraph:
+        scorer, _ = fit_uig_gcn(train, TrainingSnapshot.load_graph(tmp_path), validation, config)
+        return scorer.propagation()
+
+    before = model_input()
+    stored = InterestGraph.load(tmp_path / GRAPH_FILE)
+    assert torch.equal(before.adjacency.values(), PropagationGraph.from_graph(stored.data, CONFIG.topic_weight).adjacency.values())
+    stored.data[USER_ITEM].edge_weight[0] *= 8.0  # user 0's first item
+    stored.save(tmp_path / GRAPH_FILE)
+    after = model_input()
+    assert not torch.equal(after.adjacency.values(), before.adjacency.values())
+    assert not torch.equal(after.user_pool.values(), before.user_pool.values())
+    # with unit edge weights (a choice made on the validation window) the weight does not enter
+    unit = GCNTrainConfig(**{**affinity.to_params(), "edge_weights": "unit"})
+    assert torch.equal(model_input(unit).adjacency.values(), PropagationGraph.from_graph(graph().data, 1.0, "unit").adjacency.values())
+
+
+def test_the_graph_must_be_the_train_windows():
+    train, valid = split()
+    with pytest.raises(GCNTrainError, match="training pairs"):
+        fit_uig_gcn(train, graph(train.concat(valid), cut=11 * DAY), None, CONFIG)  # validation pairs in the graph
+    other_items = Interactions(train.user_ids, train.item_ids, train.ts, train.users, tuple(range(1, N_ITEMS + 1)))
+    with pytest.raises(GCNTrainError, match="items"):
+        fit_uig_gcn(other_items, graph(), None, CONFIG)
 
 
 def test_leakage_guards():
@@ -198,19 +241,25 @@ def test_leakage_guards():
     validation = ValidationSet(train.history(), valid.history())
     # training on train + validation while validating on the validation window: its labels leak
     with pytest.raises(LeakageError, match="validation input history"):
-        fit_uig_gcn(train.concat(valid), text(), topics(), validation, CONFIG)
-    # a training event at or after the declared start of the next window
+        fit_uig_gcn(train.concat(valid), graph(train.concat(valid), cut=None), validation, CONFIG)
+    # a training event at or after the graph's cut (the declared start of the next window)
     with pytest.raises(LeakageError):
-        fit_uig_gcn(train, text(), topics(), validation, CONFIG, as_of=4 * DAY)
+        fit_uig_gcn(train.concat(valid), graph(), validation, CONFIG)
+    with pytest.raises(LeakageError):
+        graph(cut=4 * DAY)
     check_no_leakage(train, 10 * DAY)  # the data themselves are clean
 
 
 def test_bad_inputs_are_named():
     train, _ = split()
-    with pytest.raises(GCNTrainError, match="item_text"):
-        fit_uig_gcn(train, text()[:5], topics(), None, CONFIG)
+    with pytest.raises(GraphInputError, match="item_features"):
+        train_window_graph(train, topics(), text()[:5], 30.0)
     with pytest.raises(GCNTrainError, match="prior_weight"):
-        fit_uig_gcn(train, text(), topics(), None, GCNTrainConfig(prior_weight=-1.0))
+        fit_uig_gcn(train, graph(), None, GCNTrainConfig(prior_weight=-1.0))
+    with pytest.raises(GCNTrainError, match="edge_weights"):
+        fit_uig_gcn(train, graph(), None, GCNTrainConfig(edge_weights="log"))
+    with pytest.raises(GCNTrainError, match="InterestGraph"):
+        fit_uig_gcn(train, graph().data, None, CONFIG)  # type: ignore[arg-type]
     scorer, _ = fit()
     with pytest.raises(GCNTrainError, match="item index"):
         scorer.score(ALL, History.empty(N_USERS, N_ITEMS + 1))
