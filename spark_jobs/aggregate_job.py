@@ -60,6 +60,7 @@ def aggregate(
         full = True  # first run, or going back in time: every user's window changes
 
     topics = _refresh_item_topics(spark, lake, settings.kg_min_items)
+    crash_point("after_item_topics")  # recovery tests kill the run at each commit point
     params = dict(as_of=as_of, half_life_days=settings.half_life_days, weights=settings.event_weights)
 
     dirty = None
@@ -85,6 +86,7 @@ def aggregate(
             spark, lake, C.GOLD_USER_TOPIC_AFFINITY,
             user_topic_affinity(io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY), topics),
         )
+        crash_point("after_user_topic")
         n_dirty = events.select(C.USER_KEY).distinct().count()
     else:
         assert dirty is not None
@@ -100,9 +102,11 @@ def aggregate(
                 spark, lake, C.GOLD_USER_TOPIC_AFFINITY, user_topic_affinity(fresh, topics),
                 [C.USER_KEY, C.TOPIC_ID, C.TOPIC_TYPE], C.USER_KEY, dirty,
             )
+            crash_point("after_user_topic")
         dirty.unpersist()
 
     io.write_watermark(spark, lake, C.PIPELINE_AGGREGATE, last_batch_seq=last_seq, as_of=as_of, updated_at=as_of)
+    crash_point("after_watermark")
     result = AggregateResult(
         mode=mode,
         as_of=as_of.isoformat(),

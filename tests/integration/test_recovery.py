@@ -1,21 +1,28 @@
-"""A task SIGKILLed mid-write leaves every table as it was, and the retry completes exactly."""
+"""A task SIGKILLed mid-write leaves every table as it was, and the retry completes exactly.
+
+Ingest, aggregate and refresh are each killed at every commit point (``spark_jobs.faults``); the
+rerun must give the tables an uninterrupted run gives (and find the writer lock free).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
-import subprocess
-import sys
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from uig_common import names as C
 from spark_jobs import io
-from tests.conftest import FIRST_DAY
+from tests.conftest import FIRST_DAY, SECOND_DAY
+from tests.integration.helpers import rounded, rows, run_until_killed, start_uig
+from uig_common.timeutil import parse_time
+from uig_tasks.config import UigConfig
 from uig_tasks.movielens import prepare
-from uig_tasks.pipeline import run_ingest
+from uig_tasks.pipeline import run_aggregate, run_ingest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -23,13 +30,8 @@ LOGICAL = "1997-10-16T00:00:00Z"
 EVENTS_ON_FIRST_DAY = 915
 
 
-def start_ingest(config, crash_at: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, "UIG_USER_SALT": config.user_salt, "PYTHONUNBUFFERED": "1"}
-    if crash_at:
-        env["UIG_TEST_CRASH_AT"] = crash_at
-    cmd = [sys.executable, "-m", "uig_tasks.cli", "--data-root", str(config.data_root), "ingest", "--logical-time", LOGICAL]
-    # Own process group: killing it kills the Spark JVM too, as a killed Airflow task would.
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+def start_ingest(config, crash_at: str | None = None):
+    return start_uig(config, "ingest", "--logical-time", LOGICAL, crash_at=crash_at)
 
 
 def assert_exactly_once(spark, config, result) -> None:
@@ -74,3 +76,66 @@ def test_sigkill_during_the_silver_delta_commit(spark, config):
     assert io.read_table(spark, config.lake, C.SILVER_EVENTS).count() in (0, EVENTS_ON_FIRST_DAY)
     result = run_ingest(config, datetime(1997, 10, 16, tzinfo=timezone.utc))
     assert_exactly_once(spark, config, result)
+
+
+# --- aggregate -----------------------------------------------------------------------------
+
+AGGREGATE_TABLES = (C.GOLD_ITEM_TOPICS, C.GOLD_USER_ITEM_AFFINITY, C.GOLD_USER_TOPIC_AFFINITY)
+#: Aggregation must stay incremental on the second day, whatever share of users it touches.
+AGGREGATE_ENV = {"UIG_MAX_DIRTY_FRACTION": "1", "UIG_LOCK_TIMEOUT_SECONDS": "0"}
+
+
+def private_config(root: Path) -> UigConfig:
+    """Like the ``config`` fixture; a lock a killed run left held would fail the rerun at once."""
+    return UigConfig.from_env(data_root=root, user_salt="test-salt", max_dirty_fraction=1.0, lock_timeout_seconds=0)
+
+
+def copy_root(source: UigConfig, root: Path) -> UigConfig:
+    shutil.copytree(source.data_root, root)
+    return private_config(root)
+
+
+def as_of(day: date) -> datetime:
+    return parse_time(day.isoformat(), end_of_day=True)  # what `uig aggregate --as-of DAY` means
+
+
+def aggregate_state(spark, config) -> dict[str, object]:
+    state: dict[str, object] = {t: rounded(rows(spark, config, t)) for t in AGGREGATE_TABLES}
+    state["watermark"] = io.read_watermarks(spark, config.lake).get(C.PIPELINE_AGGREGATE)
+    return state
+
+
+@pytest.fixture(scope="module")
+def aggregate_cases(spark, tmp_path_factory) -> dict[str, tuple[UigConfig, date, dict[str, object]]]:
+    """Two starting points and the state an uninterrupted aggregate reaches from each.
+
+    ``first``: one day ingested, never aggregated (the run is ``full``, item topics written);
+    ``next``: that day aggregated, the next day ingested (the run is ``incremental``).
+    """
+    base = tmp_path_factory.mktemp("aggregate-recovery")
+    first = private_config(base / "first")
+    prepare(first.landing_dir, day=FIRST_DAY)
+    run_ingest(first, as_of(FIRST_DAY))
+    following = copy_root(first, base / "next")
+    run_aggregate(following, as_of(FIRST_DAY))
+    prepare(following.landing_dir, day=SECOND_DAY)
+    run_ingest(following, as_of(SECOND_DAY))
+    cases = {}
+    for name, source, day, mode in (("first", first, FIRST_DAY, "full"), ("next", following, SECOND_DAY, "incremental")):
+        reference = copy_root(source, base / f"{name}-reference")
+        assert run_aggregate(reference, as_of(day))["mode"] == mode
+        cases[name] = (source, day, aggregate_state(spark, reference))
+    return cases
+
+
+@pytest.mark.parametrize(("case", "crash_at"), [
+    ("first", "after_item_topics"), ("first", "after_user_item"), ("first", "after_user_topic"),
+    ("next", "after_user_item"), ("next", "after_user_topic"), ("next", "after_watermark"),
+])
+def test_aggregate_killed_at_each_commit_point_converges(spark, aggregate_cases, tmp_path, case, crash_at):
+    source, day, expected = aggregate_cases[case]
+    config = copy_root(source, tmp_path / "data")
+    run_until_killed(config, crash_at, "aggregate", "--as-of", day.isoformat(), env=AGGREGATE_ENV)
+
+    run_aggregate(config, as_of(day))
+    assert aggregate_state(spark, config) == expected
