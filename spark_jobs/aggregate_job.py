@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from uig_common import names as C
 from spark_jobs import io
 from spark_jobs.faults import crash_point
+from spark_jobs.schemas import TABLE_SCHEMAS
 from spark_jobs.settings import AggregateSettings, Lake
 from spark_jobs.transforms.aggregate import dirty_users, item_topics, user_item_affinity, user_topic_affinity
 
@@ -39,11 +40,14 @@ class AggregateResult:
 
 
 def _refresh_item_topics(spark: SparkSession, lake: Lake, kg_min_items: int):
-    """Rewrite gold.item_topics only when the catalog produces different edges."""
+    """Rewrite gold.item_topics only when the catalog produces different rows (edges or display
+    names), or when the stored table predates a column of its contract (it is migrated)."""
     fresh = item_topics(io.read_table(spark, lake, C.SILVER_ITEMS), kg_min_items=kg_min_items).persist()
     stored = io.read_table(spark, lake, C.GOLD_ITEM_TOPICS)
-    cols = stored.columns
-    if fresh.select(*cols).exceptAll(stored).count() or stored.exceptAll(fresh.select(*cols)).count():
+    cols = TABLE_SCHEMAS[C.GOLD_ITEM_TOPICS].fieldNames()
+    if stored.columns != cols:
+        io.overwrite(spark, lake, C.GOLD_ITEM_TOPICS, fresh, overwrite_schema=True)
+    elif fresh.select(*cols).exceptAll(stored).count() or stored.exceptAll(fresh.select(*cols)).count():
         io.overwrite(spark, lake, C.GOLD_ITEM_TOPICS, fresh)
     fresh.unpersist()
     return io.read_table(spark, lake, C.GOLD_ITEM_TOPICS)

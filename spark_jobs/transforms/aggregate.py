@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Mapping
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from uig_common import names as C
@@ -62,18 +62,44 @@ def user_item_affinity(
     )
 
 
+#: How a KG relation reads in an entity's display name (``kg:directed_by`` → "director shared by …");
+#: a relation not listed reads as itself, underscores as spaces.
+RELATION_LABELS = {
+    "directed_by": "director",
+    "written_by": "writer",
+    "produced_by": "producer",
+    "production_companies": "production company",
+    "cinematography": "cinematographer",
+    "award_nomination": "award nomination",
+    "award_won": "award",
+    "subjects": "subject",
+    "rating": "content rating",
+}
+#: Titles that name a KG entity.
+NAME_TITLES = 3
+#: MovieLens files a title under its noun ("Big Sleep, The"); a name reads it as said ("The Big Sleep").
+_TRAILING_ARTICLE = r"^(.+), (The|A|An|La|Le|Les|Il|El|Der|Die|Das)( \(.+\))?$"
+
+
 def item_topics(items: DataFrame, *, kg_min_items: int) -> DataFrame:
     """Item → topic edges: every genre, and each KG entity shared by at least ``kg_min_items`` items.
 
     Topic ids are ``genre:<name>`` and ``kg:<freebase id>``; the type names the KG relation
     (``kg:directed_by``), so an entity reached through two relations gives two typed edges.
+    ``topic_name`` is what a person reads: the genre itself, or for an entity its relation and the
+    first :data:`NAME_TITLES` titles, alphabetically (case-insensitive, ties by item id), of the
+    catalog items that carry it under that relation (``director shared by The Butcher Boy, Groundhog Day, Shine``).
+    Alphabetical order depends on the catalog alone, so a name changes only when the catalog does.
     """
-    genres = items.select(
+    genres = items.select(C.ITEM_ID, F.explode(C.GENRES).alias("g")).select(
         C.ITEM_ID,
-        F.explode(C.GENRES).alias("g"),
-    ).select(C.ITEM_ID, F.concat(F.lit("genre:"), F.col("g")).alias(C.TOPIC_ID), F.lit("genre").alias(C.TOPIC_TYPE))
-    entities = items.select(C.ITEM_ID, F.explode(C.ENTITIES).alias("e")).select(
+        F.concat(F.lit("genre:"), F.col("g")).alias(C.TOPIC_ID),
+        F.lit("genre").alias(C.TOPIC_TYPE),
+        F.col("g").alias(C.TOPIC_NAME),
+    )
+    entities = items.select(C.ITEM_ID, C.TITLE, F.explode(C.ENTITIES).alias("e")).select(
         C.ITEM_ID,
+        F.coalesce(F.col(C.TITLE), F.col(C.ITEM_ID)).alias(C.TITLE),
         F.concat(F.lit("kg:"), F.col("e.entity_id")).alias(C.TOPIC_ID),
         F.concat(F.lit("kg:"), F.regexp_replace(F.col("e.relation"), r"^film\.film\.", "")).alias(C.TOPIC_TYPE),
     )
@@ -84,7 +110,34 @@ def item_topics(items: DataFrame, *, kg_min_items: int) -> DataFrame:
         .select(C.TOPIC_ID)
     )
     kg = entities.join(shared, C.TOPIC_ID, "left_semi")
-    return genres.unionByName(kg).dropDuplicates([C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE]).withColumn(C.WEIGHT, F.lit(1.0))
+    names = kg.groupBy(C.TOPIC_ID, C.TOPIC_TYPE).agg(
+        _entity_name(F.col(C.TOPIC_TYPE), F.collect_set(F.struct(F.lower(C.TITLE).alias("key"), C.ITEM_ID, C.TITLE)))
+        .alias(C.TOPIC_NAME)
+    )
+    # entities carried by the same first titles (awards of one ceremony) would read alike: number them
+    twins = Window.partitionBy(C.TOPIC_NAME).orderBy(C.TOPIC_ID, C.TOPIC_TYPE)
+    names = names.withColumn("k", F.row_number().over(twins)).select(
+        C.TOPIC_ID, C.TOPIC_TYPE,
+        F.when(F.col("k") == 1, F.col(C.TOPIC_NAME))
+        .otherwise(F.format_string("%s (%d)", F.col(C.TOPIC_NAME), F.col("k"))).alias(C.TOPIC_NAME),
+    )
+    kg = kg.drop(C.TITLE).join(names, [C.TOPIC_ID, C.TOPIC_TYPE])
+    return (
+        genres.unionByName(kg)
+        .dropDuplicates([C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE])
+        .select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE, F.lit(1.0).alias(C.WEIGHT), C.TOPIC_NAME)
+    )
+
+
+def _entity_name(topic_type: Column, carriers: Column) -> Column:
+    """``<relation label> shared by <title>, <title>, <title>`` from ``kg:<relation>`` and
+    ``carriers``, an array of (key, item_id, title) structs (sorted here: key, then item id)."""
+    relation = F.regexp_replace(topic_type, r"^kg:", "")
+    labels = F.create_map(*[F.lit(x) for pair in RELATION_LABELS.items() for x in pair])
+    label = F.coalesce(F.try_element_at(labels, relation), F.regexp_replace(relation, "_", " "))
+    first = F.slice(F.array_sort(carriers), 1, NAME_TITLES)
+    titles = F.transform(first, lambda c: F.regexp_replace(c[C.TITLE], _TRAILING_ARTICLE, "$2 $1$3"))
+    return F.concat(label, F.lit(" shared by "), F.array_join(titles, ", "))
 
 
 def user_topic_affinity(user_items: DataFrame, topics: DataFrame) -> DataFrame:

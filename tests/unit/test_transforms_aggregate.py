@@ -66,6 +66,34 @@ def test_item_topics_keep_shared_entities_only(spark):
     }
 
 
+def test_item_topics_name_entities_by_relation_and_titles(spark):
+    """Genres keep their name; an entity reads "<relation> shared by" its first three titles,
+    alphabetically with the article aside, numbered when two entities would read alike."""
+    def item(item_id, title, genres, *entities):
+        return {C.ITEM_ID: item_id, C.TITLE: title, C.GENRES: genres,
+                C.ENTITIES: [{"relation": f"film.film.{r}", "entity_id": e} for r, e in entities]}
+
+    both_actors = [("actor", "m.a"), ("actor", "m.a2")]
+    items = spark.createDataFrame([
+        item("1", "Titanic", ["Drama"], ("directed_by", "m.d"), *both_actors),
+        item("2", "Kolya", ["Comedy"], ("directed_by", "m.d"), *both_actors),
+        item("3", "Sneakers", [], ("directed_by", "m.d"), ("language", "m.en"), *both_actors),
+        item("4", "Big Sleep, The", [], ("directed_by", "m.d"), ("language", "m.en")),
+    ], SILVER_ITEMS)
+    rows = item_topics(items, kg_min_items=2).collect()
+    names = {(r[C.TOPIC_ID], r[C.TOPIC_TYPE]): r[C.TOPIC_NAME] for r in rows}
+    assert names == {
+        ("genre:Drama", "genre"): "Drama",
+        ("genre:Comedy", "genre"): "Comedy",
+        ("kg:m.d", "kg:directed_by"): "director shared by The Big Sleep, Kolya, Sneakers",
+        ("kg:m.a", "kg:actor"): "actor shared by Kolya, Sneakers, Titanic",
+        ("kg:m.a2", "kg:actor"): "actor shared by Kolya, Sneakers, Titanic (2)",
+        ("kg:m.en", "kg:language"): "language shared by The Big Sleep, Sneakers",
+    }
+    assert len(rows) == 2 + 4 + 3 + 3 + 2  # one row per item and topic, the name repeated
+    assert all(r[C.WEIGHT] == 1.0 for r in rows)
+
+
 def test_user_topic_sums_item_weights(spark, events):
     user_items = user_item_affinity(events, as_of=AS_OF, half_life_days=30, weights=WEIGHTS)
     topics = spark.createDataFrame([("1", "genre:Drama", "genre", 1.0), ("2", "genre:Drama", "genre", 1.0), ("2", "genre:Crime", "genre", 1.0)],
