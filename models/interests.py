@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-__all__ = ["InterestSettings", "UserHistory", "interest_edges", "topic_name"]
+__all__ = ["InterestSettings", "UserHistory", "interest_edges", "topic_name", "user_histories", "with_communities"]
 
 INTEREST_TYPES = ("genre", "entity", "community", "item")
 
@@ -68,8 +68,32 @@ class UserHistory:
     verb: str = "interacted with"
 
 
+def user_histories(affinity: pd.DataFrame) -> list[UserHistory]:
+    """One :class:`UserHistory` per user of ``affinity`` (user_key, item_id, weight, n_events, n_rate
+    rows), items by decreasing affinity (ties by item id); the verb is "rated" when every event was a rating."""
+    ordered = affinity.sort_values(["user_key", "weight", "item_id"], ascending=[True, False, True], kind="stable")
+    return [
+        UserHistory(str(user), tuple(group["item_id"].astype(str)), tuple(group["weight"].astype(float)),
+                    verb="rated" if (group["n_rate"] == group["n_events"]).all() else "interacted with")
+        for user, group in ordered.groupby("user_key", sort=True)
+    ]
+
+
+def with_communities(item_topics: pd.DataFrame, communities: Sequence[Mapping[str, object]]) -> pd.DataFrame:
+    """``item_topics`` plus the model's interest communities (``Community.to_dict`` rows) as topics
+    ``community:<id>`` of their members, each named by its community's name."""
+    from models.communities import Community, community_topics
+
+    found = [Community.from_dict(c) for c in communities]
+    members = community_topics(found)
+    names = {f"community:{c.community_id}": c.name for c in found}
+    return pd.concat([item_topics, members.assign(topic_name=members["topic_id"].map(names))], ignore_index=True)
+
+
 def topic_name(topic_id: str, topic_type: str) -> str:
-    """``genre:Film-Noir`` → ``Film-Noir``; ``kg:m.0abc`` typed ``kg:directed_by`` → ``directed_by m.0abc``."""
+    """The fallback name of a topic whose row carries none: ``genre:Film-Noir`` → ``Film-Noir``;
+    ``kg:m.0abc`` typed ``kg:directed_by`` → ``directed_by m.0abc``. ``gold.item_topics`` names every
+    topic (``spark_jobs.transforms.aggregate.item_topics``), so people never read this form."""
     value = topic_id.split(":", 1)[-1]
     if topic_type in ("genre", "community"):
         return value
@@ -108,8 +132,9 @@ def interest_edges(
 ) -> pd.DataFrame:
     """Interest edges of ``users``: user_key, interest_type, interest_id, interest_name, weight, rank, explanation.
 
-    ``item_topics`` has item_id, topic_id, topic_type (``genre``, ``community`` or ``kg:<relation>``);
-    ``topic_names`` overrides the display name of a topic id (communities have names); history
+    ``item_topics`` has item_id, topic_id, topic_type (``genre``, ``community`` or ``kg:<relation>``)
+    and optionally topic_name, the display name (``actor shared by Aliens, Braveheart, Exotica``);
+    ``topic_names`` names topic ids that carry none (else :func:`topic_name`); history
     items unknown to the model still count for topics (they are in the user's behaviour) but
     cannot be folded in. KG entities on more than ``settings.max_entity_share`` of the catalog and
     edges below ``settings.min_weight`` are left out; ranks start at 1 per
@@ -129,6 +154,10 @@ def interest_edges(
     index = {item: k for k, item in enumerate(scorer.item_ids)}
     embeddings = scorer.item_embeddings()
     links = item_topics[["item_id", "topic_id", "topic_type"]].astype(str).drop_duplicates()
+    names: dict = dict(topic_names or {})  # by topic id, then (topic id, type) from the stored names
+    if "topic_name" in item_topics.columns:
+        named = item_topics.dropna(subset=["topic_name"])[["topic_id", "topic_type", "topic_name"]].astype(str)
+        names.update({(t, k): n for t, k, n in named.drop_duplicates(["topic_id", "topic_type"]).itertuples(index=False)})
     n_catalog = max(links["item_id"].nunique(), 1)
     support = links.groupby(["topic_id", "topic_type"])["item_id"].nunique() / n_catalog
     too_common = {key for key, share in support.items()
@@ -176,7 +205,7 @@ def interest_edges(
                 if rec_items:
                     share = sum(s for s, _ in rec)
                     parts.append(f"{len(rec_items)} recommended incl. {_titles(rec_items, titles)} ({share:.2f})")
-                name = (topic_names or {}).get(topic) or topic_name(topic, kind)
+                name = names.get((topic, kind)) or names.get(topic) or topic_name(topic, kind)
                 rows.append((user.user_key, interest_type, interest_id_of(topic, kind), name, weight, rank,
                              f"{name}  {weight:.2f} ← " + "; ".join(parts)))
 

@@ -60,14 +60,16 @@ def user_report(config: UigConfig, user: str) -> dict[str, Any]:
 
 def edge_change(row: dict[str, Any]) -> str:
     """new / ↑ / ↓ / = / dropped, against the weight before the user's last refresh."""
-    if row["status"] == "dropped":
+    from uig_common import names as C
+
+    if row[C.EDGE_STATUS] == C.EDGE_DROPPED:
         return "dropped"
-    before = row["previous_weight"]
+    before = row[C.PREVIOUS_WEIGHT]
     if before is None:
         return "new"
-    if abs(row["weight"] - before) < 1e-9:
+    if abs(row[C.WEIGHT] - before) < 1e-9:
         return "="
-    return "↑" if row["weight"] > before else "↓"
+    return "↑" if row[C.WEIGHT] > before else "↓"
 
 
 def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
@@ -80,11 +82,11 @@ def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
     """
     from pyspark.sql import functions as F
 
-    from models.interests import InterestSettings, UserHistory, interest_edges
+    from models.interests import InterestSettings, UserHistory, interest_edges, with_communities
     from uig_common import names as C
     from spark_jobs import io
+    from spark_jobs.refresh_job import read_interest_inputs
     from uig_tasks import scorer_model
-    from uig_tasks.refresh import interest_inputs
 
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
@@ -108,11 +110,11 @@ def recommend(config: UigConfig, user: str, k: int = 10) -> dict[str, Any]:
                 "history_items": len(items), "items": recs}
 
     scorer, version = scorer_model.load_scorer(config, C.CHAMPION_ALIAS)
-    topics, titles, names = interest_inputs(spark, config, scorer)
+    topics, titles = read_interest_inputs(spark, config.lake)
     if items:
         person = UserHistory(key, items, tuple(float(r[C.WEIGHT]) for r in history))
-        edges = interest_edges(scorer, [person], topics, titles,
-                               InterestSettings(candidates=k, top_items=k, min_weight=0.0), topic_names=names)
+        edges = interest_edges(scorer, [person], with_communities(topics, scorer.communities), titles,
+                               InterestSettings(candidates=k, top_items=k, min_weight=0.0))
         rows = edges[edges.interest_type == "item"].sort_values("rank")
         recs = [{"item_id": r.interest_id, "title": r.interest_name, "weight": r.weight,
                  "reason": r.explanation.split("← ", 1)[-1]} for r in rows.itertuples()]
@@ -136,7 +138,10 @@ def interest_history(config: UigConfig, user_key: str) -> list[dict[str, Any]]:
 
 
 def draw_user(report: dict[str, Any], history: list[dict[str, Any]], path: str, top: int = 6) -> str:
-    """PNG: the user's ego interest graph (left) and the weight of their top interests per refresh (right)."""
+    """PNG: the user's ego interest graph (left) and the weight of their top interests per refresh (right),
+    each interest labelled by its display name (wrapped, at most three lines)."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +155,7 @@ def draw_user(report: dict[str, Any], history: list[dict[str, Any]], path: str, 
     shown = []
     for kind, edges in report["interests"].items():
         for edge in [e for e in edges if e["change"] != "dropped"][:top]:
-            label = edge["name"] if len(edge["name"]) <= 28 else edge["name"][:27] + "…"
+            label = "\n".join(textwrap.wrap(edge["name"], 26, max_lines=3, placeholder=" …"))
             graph.add_edge("user", f"{kind}:{edge['id']}", weight=edge["weight"])
             shown.append((f"{kind}:{edge['id']}", kind, label, edge["weight"]))
     pos = nx.spring_layout(graph, seed=0, weight="weight")
@@ -172,7 +177,8 @@ def draw_user(report: dict[str, Any], history: list[dict[str, Any]], path: str, 
         points = [(r["as_of"], r["weight"]) for r in history if r["interest_type"] == kind and r["interest_id"] == interest]
         if points:
             xs, ys = zip(*points)
-            drift.plot(xs, ys, marker="o", color=colours.get(kind), label=name[:40], alpha=0.85)
+            drift.plot(xs, ys, marker="o", color=colours.get(kind), label=textwrap.shorten(name, 60, placeholder=" …"),
+                       alpha=0.85)
     drift.set_title("interest drift: weight at each refresh")
     drift.set_ylabel("weight")
     drift.legend(fontsize=7, loc="best")

@@ -8,7 +8,9 @@ import pytest
 
 from models.evaluation import Interactions
 from models.graph import train_window_graph
-from models.interests import InterestSettings, UserHistory, interest_edges, topic_name
+from models.interests import (
+    InterestSettings, UserHistory, interest_edges, topic_name, user_histories, with_communities,
+)
 from models.training import GCNTrainConfig, fit_uig_gcn
 
 DAY = 86_400.0
@@ -113,3 +115,49 @@ def test_entities_on_most_of_the_catalog_are_not_interests(scorer):
     assert "kg:directed_by:m.dir1" in ids and "kg:language:m.english" not in ids
     kept = interest_edges(scorer, [user], pd.concat([topics(), everywhere]), TITLES, InterestSettings(max_entity_share=1.0))
     assert "kg:language:m.english" in set(kept.interest_id)
+
+
+class NoRecommendations:
+    """A scorer that recommends nothing: topic weights come from the history alone."""
+
+    item_ids = ITEMS
+
+    def recommend(self, histories, k):
+        return [[] for _ in histories]
+
+    def item_embeddings(self):
+        return np.zeros((len(ITEMS), 2), dtype=np.float32)
+
+
+def test_stored_topic_names_are_what_people_read():
+    named = topics().assign(topic_name=lambda t: t["topic_id"].map(
+        {"genre:A": "A", "genre:B": "B", "kg:m.dir1": "director shared by Film I0, Film I1, Film I6"}))
+    user = UserHistory("g", ("i0", "i1"), (1.0, 1.0), verb="rated")
+    settings = InterestSettings(beta=0.0, max_entity_share=0.5)  # no recommendations: all attention on history
+    edges = interest_edges(NoRecommendations(), [user], named, TITLES, settings)
+    entity = edges[edges.interest_type == "entity"].iloc[0]
+    assert entity.interest_id == "kg:directed_by:m.dir1"  # the id keeps the entity; the name is for people
+    assert entity.interest_name == "director shared by Film I0, Film I1, Film I6"
+    assert entity.explanation == "director shared by Film I0, Film I1, Film I6  1.00 ← rated 2 items incl. Film I0, Film I1 (1.00)"
+    assert not any("m.dir1" in text for text in [*edges.interest_name, *edges.explanation])
+    unnamed = named.assign(topic_name=None)  # a row without a name falls back to relation and id
+    assert set(interest_edges(NoRecommendations(), [user], unnamed, TITLES, settings).interest_name) == {"A", "directed_by m.dir1"}
+
+
+def test_with_communities_adds_named_community_topics():
+    communities = [{"community_id": "c01", "name": "A-films: Film I0, Film I1", "members": ["i0", "i1"], "top_genres": ["A"]}]
+    both = with_communities(topics().assign(topic_name="x"), communities)
+    members = both[both.topic_type == "community"]
+    assert set(members.item_id) == {"i0", "i1"} and set(members.topic_id) == {"community:c01"}
+    assert set(members.topic_name) == {"A-films: Film I0, Film I1"} and len(both) == len(topics()) + 2
+    edges = interest_edges(NoRecommendations(), [UserHistory("h", ("i0",), (1.0,))], both, TITLES)
+    assert edges[edges.interest_type == "community"].interest_name.tolist() == ["A-films: Film I0, Film I1"]
+
+
+def test_user_histories_order_items_by_affinity_and_name_the_verb():
+    affinity = pd.DataFrame(
+        [("b", "i1", 0.5, 1, 1), ("a", "i2", 0.2, 2, 2), ("a", "i1", 0.7, 1, 1), ("a", "i0", 0.2, 1, 1), ("b", "i3", 0.9, 2, 1)],
+        columns=["user_key", "item_id", "weight", "n_events", "n_rate"])
+    a, b = user_histories(affinity)
+    assert (a.user_key, a.items, a.affinity, a.verb) == ("a", ("i1", "i0", "i2"), (0.7, 0.2, 0.2), "rated")
+    assert (b.user_key, b.items, b.verb) == ("b", ("i3", "i1"), "interacted with")  # i3 was not only rated

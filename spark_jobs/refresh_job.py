@@ -1,0 +1,153 @@
+"""Refresh job: the Delta reads and writes of ``uig refresh`` (the edges themselves are computed by
+:mod:`models.interests`, outside Spark).
+
+Reads: the ``aggregate`` and ``refresh`` watermarks, the users with behaviour the last refresh did
+not see, their affinities, the item topics and titles. Writes, in this order: the model's interest
+communities (full refresh only), the dirty users' edges (one MERGE), their history rows, and the
+``refresh`` watermark last, so a refresh killed part-way is redone whole by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import functions as F
+
+from spark_jobs import io
+from spark_jobs.schemas import TABLE_SCHEMAS
+from spark_jobs.settings import Lake
+from uig_common import names as C
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefreshProgress:
+    """How far ``aggregate`` and the last refresh got (``ops.watermarks``)."""
+
+    aggregated_as_of: datetime | None  # None: no aggregate has run
+    aggregated_batch_seq: int
+    refreshed_batch_seq: int | None  # None: never refreshed
+
+
+def read_progress(spark: "SparkSession", lake: Lake) -> RefreshProgress:
+    marks = io.read_watermarks(spark, lake)
+    aggregated = marks.get(C.PIPELINE_AGGREGATE) or {}
+    refreshed = marks.get(C.PIPELINE_REFRESH)
+    as_of = aggregated.get(C.AS_OF)
+    return RefreshProgress(
+        aggregated_as_of=None if as_of is None else as_of.replace(tzinfo=timezone.utc),  # type: ignore[union-attr]
+        aggregated_batch_seq=int(aggregated.get(C.LAST_BATCH_SEQ) or 0),  # type: ignore[arg-type]
+        refreshed_batch_seq=None if refreshed is None else int(refreshed[C.LAST_BATCH_SEQ]),  # type: ignore[arg-type]
+    )
+
+
+def graph_has_other_model(spark: "SparkSession", lake: Lake, model_version: str) -> bool:
+    """Whether an active edge of ``gold.interest_edges`` comes from another model version."""
+    edges = io.read_table(spark, lake, C.GOLD_INTEREST_EDGES)
+    other = (F.col(C.EDGE_STATUS) == C.EDGE_ACTIVE) & (F.col(C.MODEL_VERSION) != model_version)
+    return edges.where(other).limit(1).count() > 0
+
+
+@contextmanager
+def dirty_users(
+    spark: "SparkSession", lake: Lake, *, after_batch_seq: int | None, upto_batch_seq: int
+) -> Iterator[tuple["DataFrame", int]]:
+    """(user_key frame, count) of users with events in batches ``(after_batch_seq, upto_batch_seq]``
+    (every user when ``after_batch_seq`` is None), cached while the block runs."""
+    events = io.read_table(spark, lake, C.SILVER_EVENTS)
+    if after_batch_seq is not None:
+        events = events.where((F.col(C.BATCH_SEQ) > after_batch_seq) & (F.col(C.BATCH_SEQ) <= upto_batch_seq))
+    users = events.select(C.USER_KEY).distinct().persist()
+    try:
+        yield users, users.count()
+    finally:
+        users.unpersist()
+
+
+def read_histories(spark: "SparkSession", lake: Lake, users: "DataFrame") -> "pd.DataFrame":
+    """The gold affinities of ``users``: user_key, item_id, weight, n_events, n_rate."""
+    return (
+        io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY)
+        .join(users, C.USER_KEY, "left_semi")
+        .select(C.USER_KEY, C.ITEM_ID, C.WEIGHT, C.N_EVENTS, "n_rate")
+        .toPandas()
+    )
+
+
+def read_interest_inputs(spark: "SparkSession", lake: Lake) -> tuple["pd.DataFrame", dict[str, str]]:
+    """What an interest edge is made of besides a history: the catalog's item topics (item_id,
+    topic_id, topic_type, topic_name) and every item's title."""
+    topics = io.read_table(spark, lake, C.GOLD_ITEM_TOPICS)
+    if C.TOPIC_NAME not in topics.columns:  # written before topics had display names
+        log.warning("gold.item_topics has no display names yet: run `uig aggregate` to name KG entities")
+        topics = topics.withColumn(C.TOPIC_NAME, F.lit(None).cast("string"))
+    titles = io.read_table(spark, lake, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()
+    return (topics.select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE, C.TOPIC_NAME).toPandas(),
+            {r[C.ITEM_ID]: r[C.TITLE] for r in titles})
+
+
+def write_communities(
+    spark: "SparkSession", lake: Lake, communities: Sequence[Mapping[str, Any]], model_version: str
+) -> None:
+    """Replace ``gold.interest_communities`` with the model's communities (``Community.to_dict`` rows)."""
+    rows = [(c[C.COMMUNITY_ID], c[C.NAME], list(c[C.TOP_GENRES]), list(c[C.MEMBERS]), len(c[C.MEMBERS]), model_version)
+            for c in communities]
+    io.overwrite(spark, lake, C.GOLD_INTEREST_COMMUNITIES,
+                 spark.createDataFrame(rows, TABLE_SCHEMAS[C.GOLD_INTEREST_COMMUNITIES]))
+
+
+def write_edges(
+    spark: "SparkSession",
+    lake: Lake,
+    edges: "pd.DataFrame",
+    users: "DataFrame",
+    *,
+    as_of: datetime,
+    model_version: str,
+    policy_version: str,
+    upto_batch_seq: int,
+) -> None:
+    """Make ``users``' rows of ``gold.interest_edges`` equal ``edges`` (one MERGE, see
+    :func:`spark_jobs.io.merge_interest_edges`), record them in ``gold.interest_history``, then
+    move the ``refresh`` watermark to ``upto_batch_seq``.
+
+    ``edges`` has user_key, interest_type, interest_id, interest_name, weight, rank, explanation;
+    every row is stamped ``as_of`` (also its ``refreshed_at``: reruns give equal rows).
+    """
+    stamp = as_of.astimezone(timezone.utc).replace(tzinfo=None)
+    stamped = edges.assign(**{
+        C.EDGE_STATUS: C.EDGE_ACTIVE, C.PREVIOUS_WEIGHT: None, C.MODEL_VERSION: model_version,
+        C.POLICY_VERSION: policy_version, C.AS_OF: stamp, C.REFRESHED_AT: stamp,
+    })
+    schema = TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]
+    rows = [tuple(_plain(v) for v in row) for row in stamped[schema.fieldNames()].itertuples(index=False)]
+    new_edges = spark.createDataFrame(rows, schema)
+    io.merge_interest_edges(spark, lake, new_edges, users, as_of)
+    history = TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames()
+    io.merge_upsert(spark, lake, C.GOLD_INTEREST_HISTORY, new_edges.select(*history),
+                    [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True)
+    io.write_watermark(spark, lake, C.PIPELINE_REFRESH, last_batch_seq=upto_batch_seq, as_of=as_of, updated_at=as_of)
+
+
+def _plain(value: Any) -> Any:
+    """A pandas/numpy cell as the plain Python value Spark's createDataFrame accepts (None for missing)."""
+    import numpy as np
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
