@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -40,8 +42,53 @@ def delta_jars(jars_dir: Path) -> list[str]:
     return jars
 
 
+#: Where the JVM writes its own output (start-up notices, log4j) unless ``SparkSettings.verbose``.
+SPARK_LOG = Path("logs") / "spark.log"
+_SPARK_LOG_MAX_BYTES = 10 * 2**20  # then it is moved to spark.log.1 (one old log kept)
+
+
+@contextmanager
+def _jvm_output(settings: SparkSettings, app_name: str) -> Iterator[Path | None]:
+    """Send the output of a JVM launched inside this block to ``<work_dir>/logs/spark.log``
+    (yielded), or leave it on the terminal (None) when ``settings.verbose``.
+
+    The JVM inherits the process's stdout and stderr when PySpark launches it, and its chatter
+    (``Using Spark's default log4j profile``, NativeCodeLoader, incubator-module and loopback
+    warnings) starts before any log4j setting applies; so both descriptors point at the log file
+    while the JVM starts, and are restored before anything else is printed.
+    """
+    if settings.verbose:
+        yield None
+        return
+    path = settings.work_dir / SPARK_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > _SPARK_LOG_MAX_BYTES:
+        path.replace(path.with_name(path.name + ".1"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    try:
+        with open(path, "ab") as jvm_log:
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            jvm_log.write(f"--- {app_name}: JVM started by pid {os.getpid()} at {stamp}\n".encode())
+            jvm_log.flush()
+            for fd in saved:
+                os.dup2(jvm_log.fileno(), fd)
+        yield path
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def get_spark(settings: SparkSettings, app_name: str = "uig") -> "SparkSession":
-    """A SparkSession with Delta enabled, sized for the configured master (reused if running)."""
+    """A SparkSession with Delta enabled, sized for the configured master (reused if running).
+
+    The JVM's own output goes to ``<work_dir>/logs/spark.log`` and its log level is ERROR, unless
+    ``settings.verbose`` (then the terminal, at WARN).
+    """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python workers must run the same interpreter (and so see the same packages) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -75,8 +122,14 @@ def get_spark(settings: SparkSettings, app_name: str = "uig") -> "SparkSession":
         .config("spark.driver.extraJavaOptions", "-Dderby.system.home=" + str(settings.work_dir.resolve()))
         .config("spark.hadoop.fs.permissions.umask-mode", f"{settings.file_umask:03o}")
     )
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    with _jvm_output(settings, app_name) as jvm_log:
+        try:
+            spark = builder.getOrCreate()
+        except Exception as exc:
+            if jvm_log is None:
+                raise
+            raise SparkSetupError(f"Spark did not start ({exc}); the JVM's output is in {jvm_log}") from exc
+    spark.sparkContext.setLogLevel("WARN" if settings.verbose else "ERROR")
     return spark
 
 

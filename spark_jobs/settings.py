@@ -26,6 +26,9 @@ class SparkSettings:
     # Bits Hadoop clears on every file and folder Spark and Delta create (its own umask,
     # fs.permissions.umask-mode, is 022 by default and ignores the process's).
     file_umask: int = 0o022
+    # The JVM's own output (start-up notices, log4j at WARN) on the terminal; otherwise it goes
+    # to <work_dir>/logs/spark.log at ERROR (spark_jobs.io.get_spark).
+    verbose: bool = False
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ def _emit(args: argparse.Namespace, result: object, human: Callable[[], None] | 
 
 
 def _config(args: argparse.Namespace, **overrides: object) -> UigConfig:
-    return UigConfig.from_env(data_root=args.data_root, **overrides)
+    # -v also shows the JVM's own output (else it goes to <data root>/logs/spark.log)
+    return UigConfig.from_env(data_root=args.data_root, spark_verbose=args.verbose or None, **overrides)
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -342,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uig", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=None, help="data folder (default: $UIG_DATA_ROOT or ./data)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and Spark's own (JVM) output on the terminal instead of <data root>/logs/spark.log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="land input files (MovieLens-100k or synthetic)")

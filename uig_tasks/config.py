@@ -39,6 +39,8 @@ class UigConfig:
     spark_jars_dir: Path = PROJECT_ROOT / ".jars"
     spark_shuffle_partitions: int = 4
     spark_driver_memory: str = "2g"
+    # The JVM's own output on the terminal (`uig -v`); otherwise in <data_root>/logs/spark.log.
+    spark_verbose: bool = False
     user_salt: str | None = None  # None: read or create <data_root>/.secrets/user_salt
     max_line_bytes: int = 4096
     future_tolerance_seconds: int = 86_400
@@ -79,6 +81,7 @@ class UigConfig:
             driver_memory=self.spark_driver_memory,
             work_dir=self.data_root,
             file_umask=UMASK,
+            verbose=self.spark_verbose,
         )
 
     def ingest_settings(self) -> IngestSettings:
@@ -153,6 +156,9 @@ class UigConfig:
         return salt
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def _coerce(cls: type, name: str, value: Any) -> Any:
     types = {f.name: f.type for f in dataclasses.fields(cls)}
     if name not in types:
@@ -165,6 +171,10 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "bool" and isinstance(value, str):
+            if value.strip().lower() not in _BOOLEANS:
+                raise ValueError(value)
+            return _BOOLEANS[value.strip().lower()]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config {name}={value!r} is not a valid {kind}") from exc
     return value

@@ -41,3 +41,11 @@ def test_salt_is_created_once_private_and_stable(tmp_path: Path):
 def test_config_is_frozen():
     with pytest.raises(Exception):
         UigConfig().half_life_days = 3  # type: ignore[misc]
+
+
+def test_spark_verbose_is_a_boolean_from_env_or_flag(tmp_path: Path):
+    assert UigConfig.from_env({}, data_root=tmp_path).spark.verbose is False
+    assert UigConfig.from_env({"UIG_SPARK_VERBOSE": "true"}, data_root=tmp_path).spark.verbose is True
+    assert UigConfig.from_env({"UIG_SPARK_VERBOSE": "0"}, data_root=tmp_path, spark_verbose=True).spark.verbose is True
+    with pytest.raises(ConfigError, match="not a valid bool"):
+        UigConfig.from_env({"UIG_SPARK_VERBOSE": "loud"})
