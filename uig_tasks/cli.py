@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from uig_common.errors import UigError
 from uig_common.timeutil import parse_time
 from uig_tasks.config import UigConfig
+from uig_tasks.datadir import restrict_umask
 
 log = logging.getLogger("uig")
 
@@ -435,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    restrict_umask()  # nothing any command writes under the data root is world-readable
     try:
         return int(args.func(args) or 0)
     except UigError as exc:  # named errors carry an actionable message; anything else is a bug
