@@ -18,6 +18,7 @@ writes it as its own section.
     .venv/bin/python bench/quality.py                 # seeds 0 1 2, writes the "quality" section
     .venv/bin/python bench/quality.py --quick         # one seed, few epochs, prints only
     .venv/bin/python bench/quality.py --select        # the validation comparison behind the defaults
+                                                      # (the edge weights over --seeds)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from models.evaluation import (  # noqa: E402
     evaluate_all_and_warm,
     temporal_split,
 )
+from models.gcn import EDGE_WEIGHTS  # noqa: E402
 from models.graph import InterestGraph, train_window_graph  # noqa: E402
 from models.training import GCNTrainConfig, UigGCNScorer, decayed_popularity, fit_uig_gcn  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
@@ -329,26 +331,24 @@ TIE = 0.002  # validation NDCG@10 differences below this are treated as noise
 
 
 def selection_candidates(base: GCNTrainConfig) -> list[tuple[str, GCNTrainConfig]]:
-    """One factor at a time around ``base`` (the defaults)."""
+    """One factor at a time around ``base`` (the defaults); the edge weights have their own table."""
     variants: list[tuple[str, dict[str, object]]] = [("defaults", {})]
     for field, values in (
         ("personal_weight", (0.0, 0.05, 0.25, 1.0)),
         ("prior_weight", (0.5, 2.0)),
         ("prior_half_life_days", (7.0, 30.0)),
         ("topic_weight", (0.0,)),
-        ("edge_weights", ("affinity", "unit")),
         ("num_layers", (1, 3)),
         ("lr", (1e-3,)),
         ("reg", (1e-3,)),
     ):
         for value in values:
             if getattr(base, field) != value:
-                variants.append((f"{field}={value:g}" if isinstance(value, float | int) else f"{field}={value}",
-                                 {field: value}))
+                variants.append((f"{field}={value:g}", {field: value}))
     return [(label, dataclasses.replace(base, **kw)) for label, kw in variants]
 
 
-def select(data: Data, quick: bool) -> str:
+def select(data: Data, quick: bool, seeds: list[int]) -> str:
     split = data.split
     lines = ["## UIG GCN settings chosen on the validation window", "",
              f"{stamp()} · {machine()} · 1 torch thread · `.venv/bin/python bench/quality.py --select`", "",
@@ -361,15 +361,22 @@ def select(data: Data, quick: bool) -> str:
         r = evaluate_all_and_warm(model, valid_history, targets, split.n_items, data.warm, ks=(10,))
         lines.append(f"| {hl:g} | {r['all']['ndcg@10']:.4f} | {r['warm']['ndcg@10']:.4f} |")
         print(lines[-1], flush=True)
+    fitted: dict[GCNTrainConfig, tuple[dict[str, dict[str, float]], FitReport]] = {}
+
+    def validate(label: str, config: GCNTrainConfig) -> tuple[dict[str, dict[str, float]], FitReport]:
+        if config not in fitted:
+            scorer, report = fit_uig(data, config, label)
+            fitted[config] = (evaluate_all_and_warm(scorer.with_inputs(split.train, split.valid_start), valid_history,
+                                                    targets, split.n_items, data.warm, ks=(10,)), report)
+        return fitted[config]
+
     lines += ["", "Trained UIG GCN (seed 0, one setting changed at a time from the defaults; early stopping on "
               "validation NDCG@10 over all users):", "",
               "| setting | valid NDCG@10 all | warm | best epoch / run | s/epoch |", "|---|---|---|---|---|"]
     base = GCNTrainConfig(epochs=3) if quick else GCNTrainConfig()
     scores: dict[str, float] = {}
     for label, config in selection_candidates(base)[: 3 if quick else None]:
-        scorer, report = fit_uig(data, config, label)
-        r = evaluate_all_and_warm(scorer.with_inputs(split.train, split.valid_start), valid_history, targets,
-                                  split.n_items, data.warm, ks=(10,))
+        r, report = validate(label, config)
         scores[label] = r["all"]["ndcg@10"]
         lines.append(f"| {label} | {r['all']['ndcg@10']:.4f} | {r['warm']['ndcg@10']:.4f} | "
                      f"{report.best_epoch} / {report.epochs_run} | {report.seconds_per_epoch:.2f} |")
@@ -380,7 +387,34 @@ def select(data: Data, quick: bool) -> str:
                 if gain < TIE else "more than the tie margin: make it the default and rerun")
     lines += ["", f"Rule: the highest validation NDCG@10 (all users) wins; a gain under {TIE:g} is a tie and keeps "
               f"the defaults. Best here: `{best}` ({scores[best]:.4f}, {gain:+.4f} over the defaults) — {decision}."]
+    lines += edge_weight_selection(base, seeds, validate)
     return "\n".join(lines)
+
+
+def edge_weight_selection(
+    base: GCNTrainConfig, seeds: list[int],
+    validate: Callable[[str, GCNTrainConfig], tuple[dict[str, dict[str, float]], FitReport]],
+) -> list[str]:
+    """Propagation over the stored graph's time-decayed affinity weights vs one per user–item edge, over seeds."""
+    lines = ["", f"User–item edge weights in propagation (`edge_weights`; the graph `uig train` stores weighs each "
+             f"edge by its affinity at the validation start, half-life {UigConfig.half_life_days:g} days): "
+             f"seeds {' '.join(map(str, seeds))}, everything else at the defaults:", "",
+             "| edge weights | valid NDCG@10 all | warm | best epochs |", "|---|---|---|---|"]
+    means: dict[str, float] = {}
+    for weights in EDGE_WEIGHTS:
+        runs = [validate(f"edge_weights={weights} seed {seed}", dataclasses.replace(base, edge_weights=weights, seed=seed))
+                for seed in seeds]
+        means[weights] = statistics.mean(r["all"]["ndcg@10"] for r, _ in runs)
+        default = " (default)" if weights == base.edge_weights else ""
+        lines.append(f"| {weights}{default} | {fmt([r['all']['ndcg@10'] for r, _ in runs])} | "
+                     f"{fmt([r['warm']['ndcg@10'] for r, _ in runs])} | {'/'.join(str(rep.best_epoch) for _, rep in runs)} |")
+        print(lines[-1], flush=True)
+    other = next(w for w in EDGE_WEIGHTS if w != base.edge_weights)
+    gain = means[other] - means[base.edge_weights]
+    decision = (f"`{other}` is better by more than {TIE:g}: make it the default and rerun" if gain >= TIE else
+                f"`{other}` is not better by {TIE:g} or more ({gain:+.4f} on the seed mean): `{base.edge_weights}` stays")
+    return lines + ["", f"Rule: the default changes only if the other weighting's mean validation NDCG@10 (all users) is "
+                    f"higher by at least {TIE:g} — {decision}."]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     data = load_data()
     if args.select:
-        md = select(data, args.quick)
+        md = select(data, args.quick, args.seeds[:1] if args.quick else args.seeds)
         if not args.quick:
             write_section("quality-selection", md)
         print(md)

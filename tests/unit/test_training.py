@@ -263,3 +263,21 @@ def test_bad_inputs_are_named():
     scorer, _ = fit()
     with pytest.raises(GCNTrainError, match="item index"):
         scorer.score(ALL, History.empty(N_USERS, N_ITEMS + 1))
+
+
+def test_a_state_of_format_1_still_loads():
+    """Models registered before the graph travelled in the state (unit weights, raw edge tensors)."""
+    train, _ = split()
+    scorer = fit(GCNTrainConfig(**{**CONFIG.to_params(), "edge_weights": "unit"}))[0]
+    rows, items = train.history().pairs()
+    item_topic = topic_edges(scorer.graph)
+    params = {k: v for k, v in scorer.config.to_params().items() if k != "edge_weights"}
+    old = {"format": 1, "loader": "models.training:UigGCNScorer.from_state", "config": params,
+           "item_ids": list(scorer.item_ids), "topic_ids": list(scorer.topic_ids), "n_genres": 2, "n_entities": 1,
+           "n_users": N_USERS, "state_dict": scorer.model.state_dict(), "item_text": scorer.item_text,
+           "user_item": torch.stack([rows, items]), "item_topic": item_topic, "prior": scorer.prior,
+           "as_of": scorer.as_of, "communities": []}
+    loaded = UigGCNScorer.from_state(old)
+    assert loaded.config == scorer.config
+    history = train.history()
+    assert torch.allclose(loaded.score(ALL, history), scorer.score(ALL, history), atol=1e-5)
