@@ -1,4 +1,4 @@
-"""Spark schemas of every Delta table: the table contracts of DESIGN.md, in code."""
+"""Spark schemas of every Delta table: the table contracts of the README, in code."""
 
 from __future__ import annotations
 

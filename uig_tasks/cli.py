@@ -272,8 +272,21 @@ def cmd_tables(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from uig_tasks.pipeline import quarantine_report
 
-    rows = quarantine_report(_config(args))
-    _emit(args, rows, lambda: _print_table(rows, ["reason", "lines"]) if rows else print("quarantine is empty"))
+    report = quarantine_report(_config(args))
+
+    def human() -> None:
+        if report["lines"]:
+            _print_table(report["lines"], ["reason", "lines"])
+        else:
+            print("quarantine is empty")
+        if report["conflicting_duplicates"]:
+            print("\nreused event ids (same event_id, different content; the earliest event was kept):")
+            _print_table(report["conflicting_duplicates"], ["event_id", "source_file", "line_no", "duplicate_of_batch"])
+        if report["landing_files"]:
+            print("\nlanding files not (fully) ingested by the last scan:")
+            _print_table(report["landing_files"], ["source_file", "status", "reason", "pending_bytes", "detail"])
+
+    _emit(args, report, human)
     return 0
 
 

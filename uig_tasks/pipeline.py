@@ -47,13 +47,21 @@ def table_summary(config: UigConfig) -> list[dict[str, object]]:
     return summary(get_spark(config.spark, "uig-tables"), config.lake)
 
 
-def quarantine_report(config: UigConfig) -> list[dict[str, object]]:
-    """Quarantined line counts by reason, over all batches."""
+def quarantine_report(config: UigConfig) -> dict[str, list[dict[str, object]]]:
+    """Quarantined line counts by reason over all batches, conflicting duplicates, and the landing
+    files the last scan skipped (with their reason) or holds unfinished lines of."""
     from pyspark.sql import functions as F
 
     from uig_common import names as C
     from spark_jobs.io import get_spark, read_table
 
-    df = read_table(get_spark(config.spark, "uig-tables"), config.lake, C.SILVER_QUARANTINE)
-    rows = df.groupBy(C.REASON).agg(F.count("*").alias("lines")).orderBy(F.desc("lines")).collect()
-    return [r.asDict() for r in rows]
+    spark = get_spark(config.spark, "uig-tables")
+    df = read_table(spark, config.lake, C.SILVER_QUARANTINE)
+    lines = df.groupBy(C.REASON).agg(F.count("*").alias("lines")).orderBy(F.desc("lines")).collect()
+    conflicts = read_table(spark, config.lake, C.SILVER_DUPLICATES).where(F.col(C.CONFLICT)).select(
+        C.EVENT_ID, C.SOURCE_FILE, C.LINE_NO, C.DUPLICATE_OF_BATCH).orderBy(C.EVENT_ID).collect()
+    files = read_table(spark, config.lake, C.OPS_LANDING_FILES).where(
+        (F.col(C.STATUS) == "skipped") | (F.col(C.PENDING_BYTES) > 0)
+    ).select(C.SOURCE_FILE, C.STATUS, C.REASON, C.DETAIL, C.PENDING_BYTES).orderBy(C.SOURCE_FILE).collect()
+    return {"lines": [r.asDict() for r in lines], "conflicting_duplicates": [r.asDict() for r in conflicts],
+            "landing_files": [r.asDict() for r in files]}

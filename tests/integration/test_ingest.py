@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -14,9 +14,9 @@ from uig_common import names as C
 from spark_jobs import io
 from spark_jobs.ingest_job import ingest_catalog, ingest_events
 from tests.conftest import FIRST_DAY, SECOND_DAY, THIRD_DAY
-from tests.integration.helpers import rows, snapshot, versions
+from tests.integration.helpers import snapshot, versions
 from uig_tasks.movielens import prepare
-from uig_tasks.pipeline import run_ingest
+from uig_tasks.pipeline import quarantine_report, run_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +187,8 @@ def test_hostile_files_never_wedge_ingestion_and_nothing_is_skipped_silently(spa
                .where(F.col(C.SOURCE_FILE) == "events/odd/at 12:00.jsonl").collect()}
     assert reasons == {2: "value_out_of_range", 3: "invalid_unicode", 4: "value_out_of_range"}
     files = {r[C.SOURCE_FILE]: r for r in io.read_table(spark, config.lake, C.OPS_LANDING_FILES).collect()}
-    assert {f: files[f][C.REASON] for f in files if files[f][C.STATUS] == "skipped"} == {
+    skipped = {f: files[f][C.REASON] for f in files if files[f][C.STATUS] == "skipped"}
+    assert skipped == {
         "events/broken.jsonl.gz": "corrupt_gzip", "events/link.jsonl": "symlink",
         "events/linked-dir": "symlink", "events/.upload.jsonl": "temporary_name"}
     assert files["events/growing.jsonl"][C.PENDING_BYTES] == 20
@@ -197,6 +198,9 @@ def test_hostile_files_never_wedge_ingestion_and_nothing_is_skipped_silently(spa
     assert kept[C.SOURCE_FILE] == "events/reuse/b.jsonl"
     [dup] = io.read_table(spark, config.lake, C.SILVER_DUPLICATES).where(F.col(C.EVENT_ID) == "reused").collect()
     assert dup[C.CONFLICT] is True and dup[C.KEPT_CONTENT_HASH] == kept[C.CONTENT_HASH] != dup[C.CONTENT_HASH]
+    report = quarantine_report(config)  # what `uig quarantine` shows
+    assert [r[C.EVENT_ID] for r in report["conflicting_duplicates"]] == ["reused"]
+    assert {r[C.SOURCE_FILE] for r in report["landing_files"]} == set(skipped) | {"events/growing.jsonl"}
 
     # the writer finishes its line and appends another: each is ingested exactly once
     with growing.open("ab") as fh:
