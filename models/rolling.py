@@ -23,11 +23,11 @@ from torch import Tensor
 
 from models.baselines import MostPopular
 from models.evaluation import EmptyEvaluationError, EncodedSplit, History, Interactions, evaluate
+from uig_common.timeutil import SECONDS_PER_DAY
 
 __all__ = ["ROLLING_MODELS", "rolling_evaluation"]
 
 ROLLING_MODELS = ("most-popular (daily)", "gcn, no refresh", "gcn, refreshed daily", "gcn, refreshed daily + prior")
-_DAY = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,12 @@ def rolling_evaluation(
     everything = data.before_test.concat(data.test)
     frozen = scorer.with_inputs(data.before_test, data.test_start)
     frozen_history = data.before_test.history()
-    first_day = np.floor(data.test_start / _DAY) * _DAY
+    first_day = np.floor(data.test_start / SECONDS_PER_DAY) * SECONDS_PER_DAY
     last = float(data.test.ts.max())
     totals = {m: {"ndcg@10": 0.0, "recall@20": 0.0, "user_days": 0.0, "days": 0.0} for m in ROLLING_MODELS}
     day = first_day
     while day <= last:
-        start, end = max(day, float(data.test_start)), day + _DAY
+        start, end = max(day, float(data.test_start)), day + SECONDS_PER_DAY
         inputs = _before(everything, start)
         mask = data.test.ts >= start
         mask &= data.test.ts < end
@@ -69,7 +69,7 @@ def rolling_evaluation(
         has_past[history.users_with_items()] = True
         targets = History.from_pairs(data.test.user_ids[mask], data.test.item_ids[mask], data.n_users, data.n_items)
         users = np.intersect1d(targets.users_with_items(), np.flatnonzero(has_past))
-        day += _DAY
+        day += SECONDS_PER_DAY
         if users.size == 0:
             continue
         models = {
@@ -88,7 +88,7 @@ def rolling_evaluation(
             totals[name]["recall@20"] += result["recall@20"] * n
             totals[name]["user_days"] += n
             totals[name]["days"] += 1
-        progress(f"day {int((start - first_day) // _DAY) + 1}: {users.size} users")
+        progress(f"day {int((start - first_day) // SECONDS_PER_DAY) + 1}: {users.size} users")
     out = {}
     for name, t in totals.items():
         n = t["user_days"] or 1.0
