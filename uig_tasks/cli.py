@@ -84,7 +84,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     def human() -> None:
         if not result["batches"]:
-            print("no new landing files: nothing to ingest")
+            print("no new complete lines under landing: nothing to ingest (`uig quarantine` lists skipped files)")
             return
         _print_table(
             result["batches"],  # type: ignore[arg-type]
