@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import functions as F
 
 from spark_jobs import io
+from spark_jobs.faults import crash_point
 from spark_jobs.schemas import TABLE_SCHEMAS
 from spark_jobs.settings import Lake
 from uig_common import names as C
@@ -104,6 +105,7 @@ def write_communities(
             for c in communities]
     io.overwrite(spark, lake, C.GOLD_INTEREST_COMMUNITIES,
                  spark.createDataFrame(rows, TABLE_SCHEMAS[C.GOLD_INTEREST_COMMUNITIES]))
+    crash_point("after_communities")  # recovery tests kill the run at each commit point
 
 
 def write_edges(
@@ -133,10 +135,13 @@ def write_edges(
     rows = [tuple(_plain(v) for v in row) for row in stamped[schema.fieldNames()].itertuples(index=False)]
     new_edges = spark.createDataFrame(rows, schema)
     io.merge_interest_edges(spark, lake, new_edges, users, as_of)
+    crash_point("after_edges")
     history = TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames()
     io.merge_upsert(spark, lake, C.GOLD_INTEREST_HISTORY, new_edges.select(*history),
                     [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True)
+    crash_point("after_history")
     io.write_watermark(spark, lake, C.PIPELINE_REFRESH, last_batch_seq=upto_batch_seq, as_of=as_of, updated_at=as_of)
+    crash_point("after_watermark")
 
 
 def _plain(value: Any) -> Any:

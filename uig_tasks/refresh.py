@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from uig_tasks.config import UigConfig
+from uig_tasks.locking import with_writer_lock
 from uig_common.errors import UigError
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class RefreshError(UigError, RuntimeError):
     """The refresh cannot run yet; the message says which step to run first."""
 
 
+@with_writer_lock("refresh")
 def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool = False) -> dict[str, Any]:
     """Refresh the interest edges of dirty users (all users with ``full``) as of ``as_of``.
 

@@ -23,6 +23,8 @@ from uig_common.timeutil import parse_time
 from uig_tasks.config import UigConfig
 from uig_tasks.movielens import prepare
 from uig_tasks.pipeline import run_aggregate, run_ingest
+from uig_tasks.refresh import run_refresh
+from uig_tasks.train import run_train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -139,3 +141,37 @@ def test_aggregate_killed_at_each_commit_point_converges(spark, aggregate_cases,
 
     run_aggregate(config, as_of(day))
     assert aggregate_state(spark, config) == expected
+
+
+# --- refresh -------------------------------------------------------------------------------
+
+REFRESH_TABLES = (C.GOLD_INTEREST_COMMUNITIES, C.GOLD_INTEREST_EDGES, C.GOLD_INTEREST_HISTORY)
+
+
+def refresh_state(spark, config) -> dict[str, object]:
+    # Scores come from torch in two processes: compare them to 6 digits.
+    state: dict[str, object] = {t: rounded(rows(spark, config, t), 6) for t in REFRESH_TABLES}
+    state["watermark"] = io.read_watermarks(spark, config.lake).get(C.PIPELINE_REFRESH)
+    return state
+
+
+@pytest.fixture(scope="module")
+def refresh_case(spark, trainable_root: Path, tmp_path_factory) -> tuple[UigConfig, dict[str, object]]:
+    """A data root with a (briefly) trained @champion and no refresh yet, and the state a first,
+    uninterrupted (full) refresh leaves."""
+    base = tmp_path_factory.mktemp("refresh-recovery")
+    trained = copy_root(private_config(trainable_root), base / "trained")
+    run_train(trained, datetime(2026, 1, 1, tzinfo=timezone.utc), {"epochs": 1, "dim": 8})
+    reference = copy_root(trained, base / "reference")  # MLflow artifacts stay under "trained"
+    assert run_refresh(reference)["mode"] == "full"
+    return trained, refresh_state(spark, reference)
+
+
+@pytest.mark.parametrize("crash_at", ["after_communities", "after_edges", "after_history", "after_watermark"])
+def test_refresh_killed_at_each_commit_point_converges(spark, refresh_case, tmp_path, crash_at):
+    source, expected = refresh_case
+    config = copy_root(source, tmp_path / "data")
+    run_until_killed(config, crash_at, "refresh", env={"UIG_LOCK_TIMEOUT_SECONDS": "0"})
+
+    run_refresh(config)
+    assert refresh_state(spark, config) == expected
