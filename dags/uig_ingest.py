@@ -20,7 +20,7 @@ from pools import WRITER_POOL, WRITERS_DOC
 DOC_MD = """
 ### UIG ingest
 
-Ingests every landing event file not ingested before (plus the item / user catalog) into
+Ingests every new complete line of the landing event files (plus the item / user catalog) into
 `bronze.events_raw` → `silver.events` / `silver.quarantine`, then recomputes the time-decayed
 gold affinities (`gold.user_item_affinity`, `gold.user_topic_affinity`) for the users that got
 new events.

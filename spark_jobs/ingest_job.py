@@ -1,9 +1,11 @@
 """Ingest job: landing files → bronze → silver, incrementally and idempotently.
 
-A *batch* is the set of landing files first seen by one run. Its id is derived from its file
-list, it is registered in ``ops.batches`` before any data is written and marked ``committed``
-last, so a run that dies part-way is resumed with exactly the same files on the next run, and
-every step (one Delta commit each) converges to the same tables.
+A *batch* is the set of new complete lines the landing scan found (byte ranges of landing files,
+:mod:`spark_jobs.landing`). Its id is derived from those ranges; it is registered in
+``ops.batches`` before any data is written and marked ``committed`` last, so a run that dies
+part-way is resumed with exactly the same bytes on the next run (or abandoned and re-planned if
+they left landing before bronze held them), and every step (one Delta commit each) converges to
+the same tables.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from spark_jobs.faults import crash_point
 from spark_jobs.landing import LandingScan, Segment, catalog_files, scan_landing, segment_is_intact
 from spark_jobs.schemas import OPS_BATCHES, OPS_LANDING_FILES, SEGMENT
 from spark_jobs.settings import IngestSettings, Lake
+from spark_jobs.transforms.lines import split_lines
 from spark_jobs.transforms.catalog import items_from_landing, users_from_landing
 from spark_jobs.transforms.ingest import (
     bronze_rows,
@@ -104,7 +107,7 @@ def _catalog_rows(spark: SparkSession, folder: Path, schema: str) -> DataFrame |
     files = catalog_files(folder)
     if not files:
         return None
-    lines = [(name, line.decode("utf-8", "replace")) for name, path in files for line in path.read_bytes().splitlines()
+    lines = [(name, line.decode("utf-8", "replace")) for name, path in files for line in split_lines(path.read_bytes())
              if line.strip()]
     raw = spark.createDataFrame(lines, "_file string, _json string")
     return raw.select(F.from_json("_json", schema).alias("r"), "_file").select("r.*", "_file")

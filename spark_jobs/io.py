@@ -323,12 +323,17 @@ def write_watermark(
     updated_at: datetime,
     max_event_ts: datetime | None = None,
     as_of: datetime | None = None,
+    model_version: str | None = None,
 ) -> None:
-    """Move ``pipeline``'s watermark (one MERGE on the pipeline name)."""
+    """Move ``pipeline``'s watermark (one MERGE on the pipeline name).
+
+    ``model_version``: the model a refresh completed with, so a run killed after writing edges
+    with a new ``@champion`` but before this mark is re-run in full.
+    """
     from spark_jobs.schemas import OPS_WATERMARKS
 
     row = {C.PIPELINE: pipeline, C.LAST_BATCH_SEQ: int(last_batch_seq), C.MAX_EVENT_TS: max_event_ts,
-           C.AS_OF: as_of, C.UPDATED_AT: updated_at}
+           C.AS_OF: as_of, C.UPDATED_AT: updated_at, C.MODEL_VERSION: model_version}
     merge_upsert(spark, lake, C.OPS_WATERMARKS, spark.createDataFrame([row], OPS_WATERMARKS), [C.PIPELINE])
 
 

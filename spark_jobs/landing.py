@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Mapping
 
 from spark_jobs.transforms.lines import split_lines
+from uig_common.errors import UigError
 
 EVENTS_SUBDIR = "events"
 PLAIN = "none"
@@ -123,14 +124,27 @@ def _hash_prefix(fh, end: int) -> "hashlib._Hash":
     return digest
 
 
+class LandingChangedError(UigError, RuntimeError):
+    """A planned segment's bytes are no longer in its file (truncated or rewritten since the scan)."""
+
+
 def read_lines(path: str, segment: Segment) -> list[bytes]:
-    """The lines of ``segment`` (without their ``\\n``); gzip files are decompressed whole."""
+    """The lines of ``segment`` (without their ``\\n``); gzip files are decompressed whole.
+
+    Raises :class:`LandingChangedError` rather than return fewer or other bytes than planned:
+    the batch then fails before bronze holds it, and the next run abandons and re-plans it.
+    """
     with open(path, "rb") as fh:
         if segment.compression == GZIP:
-            data = gzip.decompress(fh.read())
+            raw = fh.read()
+            if hashlib.sha256(raw).hexdigest() != segment.sha256:
+                raise LandingChangedError(f"{segment.source_file} changed after it was planned")
+            data = gzip.decompress(raw)
         else:
             fh.seek(segment.start_byte)
             data = fh.read(segment.end_byte - segment.start_byte)
+            if len(data) != segment.end_byte - segment.start_byte:
+                raise LandingChangedError(f"{segment.source_file} is shorter than planned ({segment.end_byte} bytes)")
     return split_lines(data)
 
 
@@ -147,17 +161,35 @@ def segment_is_intact(landing_dir: Path, segment: Segment) -> bool:
         return False
 
 
-def _walk(events_dir: Path, landing_dir: Path) -> list[tuple[str, str, os.stat_result]]:
-    """(relative path, name, lstat) of every entry below ``events_dir``; symlinked folders are not entered."""
-    entries = []
-    for folder, dirnames, filenames in os.walk(events_dir, followlinks=False):
+def _walk(events_dir: Path, landing_dir: Path) -> tuple[list[tuple[str, str, os.stat_result]], list[FileReport]]:
+    """(relative path, name, lstat) of every entry below ``events_dir``, and reports of what could
+    not be entered: unreadable folders and temporary ones (e.g. a writer's ``_temporary/``).
+    Symlinked folders are not entered (they are entries, reported as links)."""
+    entries: list[tuple[str, str, os.stat_result]] = []
+    problems: list[FileReport] = []
+
+    def rel(path: str) -> str:
+        return os.path.relpath(path, landing_dir)
+
+    def unreadable(err: OSError) -> None:
+        problems.append(FileReport(rel(err.filename), STATUS_SKIPPED, SKIP_UNREADABLE,
+                                   f"{type(err).__name__}: {err.strerror or err}"))
+
+    for folder, dirnames, filenames in os.walk(events_dir, followlinks=False, onerror=unreadable):
+        for name in [d for d in dirnames if _is_temporary(d)]:
+            dirnames.remove(name)
+            problems.append(FileReport(rel(os.path.join(folder, name)), STATUS_SKIPPED, SKIP_TEMPORARY,
+                                       "temporary folder: move its files out when they are complete"))
         for name in sorted(dirnames + filenames):
             full = os.path.join(folder, name)
-            st = os.lstat(full)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue  # removed while scanning; the next scan sees whatever replaced it
             if stat.S_ISDIR(st.st_mode):
-                continue  # os.walk enters it (never a symlinked one: those are reported below)
-            entries.append((os.path.relpath(full, landing_dir), name, st))
-    return sorted(entries)
+                continue  # os.walk enters it
+            entries.append((rel(full), name, st))
+    return sorted(entries), problems
 
 
 def scan_landing(landing_dir: Path, ingested: Mapping[str, Segment]) -> LandingScan:
@@ -167,9 +199,14 @@ def scan_landing(landing_dir: Path, ingested: Mapping[str, Segment]) -> LandingS
     """
     events_dir = Path(landing_dir) / EVENTS_SUBDIR
     scan = LandingScan()
+    if events_dir.is_symlink():
+        scan.files.append(FileReport(EVENTS_SUBDIR, STATUS_SKIPPED, SKIP_SYMLINK, "landing/events itself is a link"))
+        return scan
     if not events_dir.is_dir():
         return scan
-    for rel, name, st in _walk(events_dir, Path(landing_dir)):
+    entries, problems = _walk(events_dir, Path(landing_dir))
+    scan.files.extend(problems)
+    for rel, name, st in entries:
         try:
             rel.encode("utf-8")
         except UnicodeEncodeError:

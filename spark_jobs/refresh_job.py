@@ -38,6 +38,7 @@ class RefreshProgress:
     aggregated_as_of: datetime | None  # None: no aggregate has run
     aggregated_batch_seq: int
     refreshed_batch_seq: int | None  # None: never refreshed
+    refreshed_model_version: str | None  # the model the last completed refresh used
 
 
 def read_progress(spark: "SparkSession", lake: Lake) -> RefreshProgress:
@@ -49,6 +50,7 @@ def read_progress(spark: "SparkSession", lake: Lake) -> RefreshProgress:
         aggregated_as_of=None if as_of is None else as_of.replace(tzinfo=timezone.utc),  # type: ignore[union-attr]
         aggregated_batch_seq=int(aggregated.get(C.LAST_BATCH_SEQ) or 0),  # type: ignore[arg-type]
         refreshed_batch_seq=None if refreshed is None else int(refreshed[C.LAST_BATCH_SEQ]),  # type: ignore[arg-type]
+        refreshed_model_version=None if refreshed is None else refreshed.get(C.MODEL_VERSION),  # type: ignore[arg-type]
     )
 
 
@@ -140,7 +142,8 @@ def write_edges(
     io.merge_upsert(spark, lake, C.GOLD_INTEREST_HISTORY, new_edges.select(*history),
                     [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True)
     crash_point("after_history")
-    io.write_watermark(spark, lake, C.PIPELINE_REFRESH, last_batch_seq=upto_batch_seq, as_of=as_of, updated_at=as_of)
+    io.write_watermark(spark, lake, C.PIPELINE_REFRESH, last_batch_seq=upto_batch_seq, as_of=as_of, updated_at=as_of,
+                       model_version=model_version)
     crash_point("after_watermark")
 
 

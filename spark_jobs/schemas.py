@@ -239,6 +239,7 @@ OPS_WATERMARKS = _s(
     (C.MAX_EVENT_TS, TimestampType()),
     (C.AS_OF, TimestampType()),
     (C.UPDATED_AT, TimestampType()),
+    (C.MODEL_VERSION, StringType()),  # refresh: the model its last completed run used
 )
 
 TABLE_SCHEMAS: dict[str, StructType] = {

@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_data_synth)
 
-    p = sub.add_parser("ingest", help="landing -> bronze -> silver for files not ingested before")
+    p = sub.add_parser("ingest", help="landing -> bronze -> silver for every new complete line (appends included)")
     p.add_argument("--logical-time", help="the batch's logical time (default: now); events more than a day after it are quarantined")
     p.set_defaults(func=cmd_ingest)
 

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 @with_writer_lock("ingest")
 def run_ingest(config: UigConfig, logical_time: datetime) -> dict[str, object]:
-    """Upsert the catalog, then ingest every landing event file not ingested before."""
+    """Upsert the catalog, then ingest every new complete line under landing/events (one batch)."""
     from spark_jobs.ingest_job import ingest_catalog, ingest_events
     from spark_jobs.io import get_spark
 

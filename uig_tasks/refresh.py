@@ -54,7 +54,9 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
     progress = refresh_job.read_progress(spark, config.lake)
     as_of = _checked_as_of(config, progress, as_of)
     scorer, version = scorer_model.load_scorer(config, C.CHAMPION_ALIAS)
-    full = (full or progress.refreshed_batch_seq is None
+    # A new (or rolled-back) champion re-materialises everyone; so does a run that a kill stopped
+    # between writing a new champion's edges and its watermark (the mark still names the old model).
+    full = (full or progress.refreshed_batch_seq is None or progress.refreshed_model_version != str(version)
             or refresh_job.graph_has_other_model(spark, config.lake, str(version)))
     after = None if full else progress.refreshed_batch_seq
     result = {"mode": "full" if full else "incremental", "as_of": as_of.isoformat(), "dirty_users": 0,

@@ -29,6 +29,7 @@ from typing import Any
 
 from models.snapshot import SnapshotError, TrainingSnapshot
 from uig_tasks.config import UigConfig
+from uig_common import names as C
 from uig_common.errors import InputError
 
 __all__ = ["SnapshotError", "TrainingSnapshot", "build_snapshot", "evaluate_rolling", "evaluate_snapshot",
@@ -204,7 +205,7 @@ def evaluate_snapshot(
     config: UigConfig,
     snapshot_path: str | Path,
     models: Sequence[str] = MODEL_CHOICES,
-    ref: str | int = "champion",
+    ref: str | int = C.CHAMPION_ALIAS,
     seed: int = 0,
     progress: Callable[[str], None] = lambda message: log.info("%s", message),
 ) -> dict[str, dict[str, dict[str, float]]]:
@@ -254,7 +255,7 @@ def evaluate_snapshot(
 
 
 def evaluate_rolling(
-    config: UigConfig, snapshot_path: str | Path, ref: str | int = "champion",
+    config: UigConfig, snapshot_path: str | Path, ref: str | int = C.CHAMPION_ALIAS,
     progress: Callable[[str], None] = lambda message: log.info("%s", message),
 ) -> dict[str, dict[str, float]]:
     """Day-by-day evaluation of the refresh loop over the test window (:mod:`models.rolling`)."""

@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-EVENT_TYPES = frozenset({"view", "click", "search", "rate", "like", "purchase"})
+from uig_common import names as C
+
+EVENT_TYPES = frozenset(C.EVENT_TYPES)
 MIN_EVENT_TIME = datetime(1990, 1, 1, tzinfo=timezone.utc)
 
 # Every reason a line can be quarantined for (``unknown_item_id`` is decided later, in Spark,

@@ -6,7 +6,9 @@ import gzip
 import os
 from pathlib import Path
 
-from spark_jobs.landing import Segment, catalog_files, read_lines, scan_landing, segment_is_intact
+import pytest
+
+from spark_jobs.landing import LandingChangedError, Segment, catalog_files, read_lines, scan_landing, segment_is_intact
 
 
 def landing(tmp_path: Path) -> Path:
@@ -95,3 +97,41 @@ def test_catalog_files_are_regular_jsonl_files_only(tmp_path):
 def test_segments_round_trip_through_their_dict():
     seg = Segment("events/a.jsonl", 0, 8, 1, 2, "none", "abc")
     assert Segment(**seg.as_dict()) == seg
+
+
+def test_temporary_and_unreadable_folders_are_reported_not_entered(tmp_path):
+    root = landing(tmp_path)
+    (root / "events" / "_temporary" / "0").mkdir(parents=True)
+    (root / "events" / "_temporary" / "0" / "part-0.jsonl").write_bytes(b"x\n")
+    locked = root / "events" / "locked"
+    locked.mkdir()
+    (locked / "a.jsonl").write_bytes(b"x\n")
+    locked.chmod(0)
+    try:
+        reports = by_file(scan_landing(root, {}))
+    finally:
+        locked.chmod(0o750)
+    assert reports["events/_temporary"] == ("skipped", "temporary_name")
+    assert not any(f.startswith("events/_temporary/") for f in reports)
+    if os.geteuid() != 0:  # root reads a 0-mode folder anyway
+        assert reports["events/locked"] == ("skipped", "unreadable")
+
+
+def test_a_linked_events_folder_is_not_followed(tmp_path):
+    root = tmp_path / "landing"
+    root.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "a.jsonl").write_bytes(b"x\n")
+    (root / "events").symlink_to(tmp_path / "elsewhere")
+    scan = scan_landing(root, {})
+    assert scan.segments == [] and by_file(scan) == {"events": ("skipped", "symlink")}
+
+
+def test_reading_a_segment_whose_file_shrank_fails_loudly(tmp_path):
+    root = landing(tmp_path)
+    path = root / "events" / "a.jsonl"
+    path.write_bytes(b"one\ntwo\n")
+    [seg] = scan_landing(root, {}).segments
+    path.write_bytes(b"one\n")
+    with pytest.raises(LandingChangedError, match="shorter"):
+        read_lines(str(path), seg)
