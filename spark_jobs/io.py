@@ -69,7 +69,7 @@ def _jvm_output(settings: SparkSettings, app_name: str) -> Iterator[Path | None]
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     try:
         with open(path, "ab") as jvm_log:
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")  # a log line's wall clock, never data
             jvm_log.write(f"--- {app_name}: JVM started by pid {os.getpid()} at {stamp}\n".encode())
             jvm_log.flush()
             for fd in saved:
