@@ -158,8 +158,12 @@ def ensure_table(spark: "SparkSession", lake: Lake, table: str) -> str:
     return path
 
 
-def read_table(spark: "SparkSession", lake: Lake, table: str) -> "DataFrame":
-    return spark.read.format("delta").load(ensure_table(spark, lake, table))
+def read_table(spark: "SparkSession", lake: Lake, table: str, version: int | None = None) -> "DataFrame":
+    """The table, or its state at Delta ``version`` (time travel: what a snapshot recorded it read)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", int(version))
+    return reader.load(ensure_table(spark, lake, table))
 
 
 def table_version(spark: "SparkSession", lake: Lake, table: str) -> int:

@@ -18,8 +18,6 @@ from uig_common import names as C
 from spark_jobs.io import read_table, table_version
 from spark_jobs.settings import Lake
 
-#: Event types that name an item and therefore become user–item interactions (search does not).
-INTERACTION_TYPES = ("view", "click", "rate", "like", "purchase")
 #: The tables a training snapshot reads; their Delta versions are recorded with the model.
 SNAPSHOT_TABLES = (C.SILVER_EVENTS, C.SILVER_ITEMS, C.GOLD_ITEM_TOPICS, C.GOLD_ITEM_EMBEDDINGS)
 
@@ -35,12 +33,13 @@ class TrainingTables:
 def read_training_tables(spark: SparkSession, lake: Lake) -> TrainingTables:
     """Item interactions, titles, item topics and the Delta versions of :data:`SNAPSHOT_TABLES`."""
     versions = {t: table_version(spark, lake, t) for t in SNAPSHOT_TABLES}
+    # Read at the versions recorded, so they describe the data even if a writer commits meanwhile.
     events = (
-        read_table(spark, lake, C.SILVER_EVENTS)
-        .where(F.col(C.EVENT_TYPE).isin(*INTERACTION_TYPES) & F.col(C.ITEM_ID).isNotNull())
+        read_table(spark, lake, C.SILVER_EVENTS, versions[C.SILVER_EVENTS])
+        .where(F.col(C.EVENT_TYPE).isin(*C.ITEM_EVENT_TYPES) & F.col(C.ITEM_ID).isNotNull())
         .select(C.USER_KEY, C.ITEM_ID, F.col(C.TS).cast("double").alias(C.TS))  # epoch seconds
         .toPandas()
     )
-    titles = {r[C.ITEM_ID]: r[C.TITLE] for r in read_table(spark, lake, C.SILVER_ITEMS).select(C.ITEM_ID, C.TITLE).collect()}
-    topics = read_table(spark, lake, C.GOLD_ITEM_TOPICS).select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE).toPandas()
+    titles = {r[C.ITEM_ID]: r[C.TITLE] for r in read_table(spark, lake, C.SILVER_ITEMS, versions[C.SILVER_ITEMS]).select(C.ITEM_ID, C.TITLE).collect()}
+    topics = read_table(spark, lake, C.GOLD_ITEM_TOPICS, versions[C.GOLD_ITEM_TOPICS]).select(C.ITEM_ID, C.TOPIC_ID, C.TOPIC_TYPE).toPandas()
     return TrainingTables(events, titles, topics, versions)

@@ -82,6 +82,7 @@ PENDING_BYTES = "pending_bytes"
 SCANNED_AT = "scanned_at"
 
 EVENT_TYPES = ("view", "click", "search", "rate", "like", "purchase")
+ITEM_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t != "search")  # events that name an item
 
 # --- items / users -----------------------------------------------------------------------
 TITLE = "title"

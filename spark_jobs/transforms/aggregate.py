@@ -16,7 +16,6 @@ from pyspark.sql import functions as F
 
 from uig_common import names as C
 from uig_common.timeutil import decay_factor
-ITEM_EVENT_TYPES = tuple(t for t in C.EVENT_TYPES if t != "search")
 
 
 def _as_of_lit(as_of: datetime) -> Column:
@@ -47,7 +46,7 @@ def user_item_affinity(
     scored = event_strength(
         events.where(F.col(C.ITEM_ID).isNotNull() & (F.col(C.TS) <= at)), weights
     ).withColumn("decayed", F.col("strength") * _decay_since(F.col(C.TS), at, half_life_days))
-    counts = [F.sum((F.col(C.EVENT_TYPE) == t).cast("long")).alias(f"n_{t}") for t in ITEM_EVENT_TYPES]
+    counts = [F.sum((F.col(C.EVENT_TYPE) == t).cast("long")).alias(f"n_{t}") for t in C.ITEM_EVENT_TYPES]
     return (
         scored.groupBy(C.USER_KEY, C.ITEM_ID)
         .agg(
