@@ -28,7 +28,7 @@ from torch_geometric.nn.models import LightGCN
 
 from models.bpr import BPRSampler, FitReport, bpr_loss, check_training_args, fit_epochs, validator
 from models.evaluation import History, Interactions, ValidationSet
-from models.propagation import fold_in, normalized_adjacency
+from models.propagation import cosine_neighbours, fold_in, normalized_adjacency
 from uig_common.errors import InputError, UigError
 
 __all__ = [
@@ -118,19 +118,7 @@ class ItemKNN:
         _require(inputs, "ItemKNN.fit")
         t0 = time.perf_counter()
         rows, items = inputs.history().pairs()
-        x = torch.sparse_coo_tensor(
-            torch.stack([rows, items]), torch.ones(rows.numel()), (inputs.n_users, inputs.n_items), check_invariants=True
-        ).coalesce()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            co = torch.sparse.mm(x.t().coalesce(), x).to_dense()  # co-occurrence counts [I, I]
-        norms = co.diagonal().sqrt()
-        sim = co / (norms.unsqueeze(1) * norms.unsqueeze(0)).clamp_min(1e-12)
-        sim.fill_diagonal_(0.0)
-        k = min(self.k, inputs.n_items - 1) if inputs.n_items > 1 else 0
-        values, order = torch.sort(sim, dim=1, descending=True, stable=True)
-        kept = torch.zeros_like(sim)
-        kept.scatter_(1, order[:, :k], values[:, :k].clamp_min(0.0))
+        kept = cosine_neighbours(rows, items, inputs.n_users, inputs.n_items, self.k)
         self.similarity = kept  # row i: the neighbours of item i
         self.popularity = torch.from_numpy(np.bincount(inputs.item_ids, minlength=inputs.n_items).astype(np.float32))
         self.report = FitReport(epochs_run=1, best_epoch=1, train_seconds=time.perf_counter() - t0)

@@ -249,6 +249,23 @@ class Interactions:
     def history(self) -> History:
         return History.from_pairs(self.user_ids, self.item_ids, self.n_users, self.n_items)
 
+    def last_events(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each (user, item) pair of ``users`` once, with the time of its latest event:
+        ``(rows, items, last_ts)`` where ``rows`` is the position in ``users``, sorted by row."""
+        users = np.asarray(users, dtype=np.int64)
+        order = np.argsort(users, kind="stable")
+        sorted_users = users[order]
+        pos = np.searchsorted(sorted_users, self.user_ids)
+        pos = np.minimum(pos, max(users.size - 1, 0))
+        hit = (sorted_users[pos] == self.user_ids) if users.size else np.zeros(self.user_ids.size, dtype=bool)
+        rows = order[pos[hit]]
+        items, ts = self.item_ids[hit], self.ts[hit]
+        keys = rows * self.n_items + items
+        by_key = np.lexsort((-ts, keys))  # per key, the latest event first
+        first = np.r_[True, keys[by_key][1:] != keys[by_key][:-1]] if keys.size else np.zeros(0, dtype=bool)
+        pick = by_key[first]
+        return rows[pick], items[pick], ts[pick]
+
     def active_users(self) -> np.ndarray:
         """Sorted indices of users with at least one interaction here."""
         return np.unique(self.user_ids)

@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["InterestSettings", "UserHistory", "interest_edges", "topic_name", "user_histories", "with_communities"]
@@ -60,23 +61,37 @@ class InterestSettings:
 
 @dataclass(frozen=True)
 class UserHistory:
-    """One user's items with their decayed affinities; ``verb`` names what they did ("rated")."""
+    """One user's items with their decayed affinities; ``verb`` names what they did ("rated").
+
+    ``ages_seconds`` (how long before the refresh each item was last touched) lets the model
+    weigh the fold-in by recency, as it does when evaluated; ``None`` weighs every item alike."""
 
     user_key: str
     items: tuple[str, ...]
     affinity: tuple[float, ...]
     verb: str = "interacted with"
+    ages_seconds: tuple[float, ...] | None = None
 
 
-def user_histories(affinity: pd.DataFrame) -> list[UserHistory]:
+def user_histories(affinity: pd.DataFrame, as_of: pd.Timestamp | None = None) -> list[UserHistory]:
     """One :class:`UserHistory` per user of ``affinity`` (user_key, item_id, weight, n_events, n_rate
-    rows), items by decreasing affinity (ties by item id); the verb is "rated" when every event was a rating."""
+    and, with ``as_of``, last_ts rows), items by decreasing affinity (ties by item id); the verb is
+    "rated" when every event was a rating; ``as_of`` gives each item its age at the refresh."""
     ordered = affinity.sort_values(["user_key", "weight", "item_id"], ascending=[True, False, True], kind="stable")
-    return [
-        UserHistory(str(user), tuple(group["item_id"].astype(str)), tuple(group["weight"].astype(float)),
-                    verb="rated" if (group["n_rate"] == group["n_events"]).all() else "interacted with")
-        for user, group in ordered.groupby("user_key", sort=True)
-    ]
+    out = []
+    for user, group in ordered.groupby("user_key", sort=True):
+        ages = None if as_of is None else tuple(float(a) for a in
+                                                (_epoch_seconds(as_of) - _epoch_seconds(group["last_ts"])).clip(min=0))
+        out.append(UserHistory(str(user), tuple(group["item_id"].astype(str)), tuple(group["weight"].astype(float)),
+                               verb="rated" if (group["n_rate"] == group["n_events"]).all() else "interacted with",
+                               ages_seconds=ages))
+    return out
+
+
+def _epoch_seconds(values: object) -> np.ndarray:
+    """Timestamps (naive ones are UTC) or one timestamp as float epoch seconds."""
+    stamps = pd.to_datetime(pd.Series(np.atleast_1d(np.asarray(values, dtype=object))), utc=True)
+    return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
 
 
 def with_communities(item_topics: pd.DataFrame, communities: Sequence[Mapping[str, object]]) -> pd.DataFrame:
@@ -150,7 +165,9 @@ def interest_edges(
         if any(not (a >= 0) or math.isinf(a) for a in user.affinity):
             raise ValueError(f"user {user.user_key}: affinities must be finite and >= 0")
 
-    recommended = scorer.recommend([list(u.items) for u in users], settings.candidates)
+    ages = None if any(u.ages_seconds is None for u in users) else [list(u.ages_seconds or ()) for u in users]
+    by_recency = {} if ages is None else {"ages_seconds": ages}
+    recommended = scorer.recommend([list(u.items) for u in users], settings.candidates, **by_recency)
     index = {item: k for k, item in enumerate(scorer.item_ids)}
     embeddings = scorer.item_embeddings()
     links = item_topics[["item_id", "topic_id", "topic_type"]].astype(str).drop_duplicates()

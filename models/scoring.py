@@ -2,16 +2,23 @@
 
 The score of item ``i`` for user ``u`` is
 
-    s(u, i) = α · ⟨ē_u, f_i⟩ + b_i + λ · log(1 + pop_i(as_of))
+    s(u, i) = α · ⟨ē_u, f_i⟩ + b_i + λ · log(1 + pop_i(as_of)) + γ · Σ_j w̃_uj · c(j, i)
 
 * ``f`` are the final item embeddings of :class:`~models.gcn.InterestGCN` (LightGCN propagation
   over users, items, genres and KG entities of the stored interest graph,
   :mod:`models.graph`; items start from their text embedding, so an item nobody has touched
   still has one);
-* ``ē_u`` is the mean of ``f`` over the user's input history (:func:`models.propagation.fold_in`)
-  — no user parameters, so a user the model never saw is scored from their history and one
-  without any history by the item terms alone;
+* ``ē_u`` is the recency-weighted mean of ``f`` over the user's input history
+  (:func:`models.propagation.fold_in`): an item last touched ``age`` ago weighs
+  ``decay_factor(age, fold_in_half_life_days)``, so recent behaviour counts more and the user's
+  representation moves when the user does (``inf`` = the plain mean). No user parameters, so a
+  user the model never saw is scored from their history and one without any history by the item
+  terms alone;
 * ``b`` is a learned item bias;
+* ``c(j, i)`` is the cosine of items ``j`` and ``i`` over the interest graph's user–item edges
+  (the two-hop paths item → user → item, each item keeping its ``cooccurrence_neighbours``
+  nearest), summed over the user's history items ``j`` with the same recency weights ``w̃``
+  normalised to sum to 1 — the short-term part of the user: what goes with what they did last;
 * ``pop(as_of)`` is the time-decayed popularity of the input events before ``as_of`` (each
   event weighs ``decay_factor(age, half-life)``) — a non-learned input that
   :meth:`UigGCNScorer.with_inputs` recomputes at every window start, without retraining.
@@ -43,7 +50,7 @@ from models.bpr import check_training_args
 from models.evaluation import History, Interactions, check_no_leakage, rank_items
 from models.gcn import EDGE_WEIGHTS, InterestGCN, PropagationGraph, score
 from models.graph import ITEM_ENTITY, ITEM_GENRE, USER_ITEM
-from models.propagation import fold_in
+from models.propagation import cosine_neighbours, fold_in, recency_weights
 
 __all__ = ["GCNTrainConfig", "GCNTrainError", "UigGCNScorer", "decayed_popularity"]
 
@@ -75,6 +82,9 @@ class GCNTrainConfig:
     prior_weight: float = 1.0  # λ; 0 switches the prior off
     topic_weight: float = 1.0  # weight of an item–topic edge relative to a user–item edge; 0 = no topics
     personal_weight: float = 0.05  # α: weight of the personal term ⟨ē_u, f_i⟩ at scoring time
+    fold_in_half_life_days: float = math.inf  # recency of ē_u: half-life of a history item's weight
+    cooccurrence_weight: float = 0.0  # γ: weight of the recency-weighted two-hop item–item term
+    cooccurrence_neighbours: int = 50  # neighbours each item keeps in that term
     edge_weights: str = "unit"  # user–item edges in propagation: the graph's "affinity" weights or "unit"
 
     def to_params(self) -> dict[str, object]:
@@ -85,10 +95,14 @@ class GCNTrainConfig:
         check_training_args(self.epochs, self.batch_size, self.patience, self.dim, self.metric, GCNTrainError)
         if self.num_layers < 0:
             raise GCNTrainError(f"num_layers must be >= 0, got {self.num_layers}")
-        for name in ("lr", "reg", "prior_weight", "topic_weight", "personal_weight"):
+        if self.cooccurrence_neighbours < 1:
+            raise GCNTrainError(f"cooccurrence_neighbours must be >= 1, got {self.cooccurrence_neighbours}")
+        for name in ("lr", "reg", "prior_weight", "topic_weight", "personal_weight", "cooccurrence_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise GCNTrainError(f"{name} must be a finite number >= 0 (lr > 0), got {value}")
+        if not self.fold_in_half_life_days > 0:
+            raise GCNTrainError(f"fold_in_half_life_days must be > 0 (inf for the plain mean), got {self.fold_in_half_life_days}")
         if not self.prior_half_life_days > 0:
             raise GCNTrainError(f"prior_half_life_days must be > 0 (inf for plain counts), got {self.prior_half_life_days}")
         if self.edge_weights not in EDGE_WEIGHTS:
@@ -151,6 +165,7 @@ class UigGCNScorer:
         self.as_of = float(as_of)
         self._propagation: PropagationGraph | None = None
         self._items: Tensor | None = None
+        self._neighbours: tuple[int, Tensor] | None = None
         #: Interest communities of the training window (models.communities.Community.to_dict rows).
         self.communities: list[dict[str, Any]] = []
 
@@ -180,14 +195,48 @@ class UigGCNScorer:
                 self._items = self.model(self.item_text, self.propagation())
         return self._items
 
+    def item_neighbours(self) -> Tensor:
+        """``c`` [n_items, n_items]: each item's nearest items over the graph's user–item edges (cached)."""
+        k = self.config.cooccurrence_neighbours
+        if self._neighbours is None or self._neighbours[0] != k:
+            rows, items = self.graph[USER_ITEM].edge_index
+            self._neighbours = (k, cosine_neighbours(rows, items, int(self.graph["user"].num_nodes), self.n_items, k))
+        return self._neighbours[1]
+
     def item_scores(self) -> Tensor:
         """The user-independent part of the score: bias + λ · prior, [n_items]."""
         return self.model.item_bias.detach() + self.config.prior_weight * self.prior
 
     def user_vectors(self, users: Tensor, history: History) -> Tensor:
-        """Fold-in: the mean final embedding of each user's history items (zeros without history)."""
+        """Fold-in without times: the mean final embedding of each user's history items (zeros
+        without history). :meth:`score_at` and :meth:`recommend` weigh items by recency."""
         rows, items = history.pairs(users)
         return fold_in(torch.stack([rows, items]), None, self.item_embeddings(), len(users))
+
+    def _score(self, rows: np.ndarray, items: np.ndarray, ages: np.ndarray, n_users: int, prior: Tensor) -> Tensor:
+        weights = recency_weights(rows, ages, self.config.fold_in_half_life_days)
+        pairs = torch.stack([torch.from_numpy(np.asarray(rows, dtype=np.int64)),
+                             torch.from_numpy(np.asarray(items, dtype=np.int64))])
+        with torch.no_grad():
+            users_v = self.config.personal_weight * fold_in(pairs, weights, self.item_embeddings(), n_users)
+            bias = self.model.item_bias.detach() + self.config.prior_weight * prior
+            scores = score(users_v, self.item_embeddings(), bias)
+            if self.config.cooccurrence_weight > 0 and pairs.size(1):
+                totals = torch.zeros(n_users).index_add_(0, pairs[0], weights)
+                profile = torch.zeros(n_users, self.n_items)
+                profile.index_put_((pairs[0], pairs[1]), weights / totals[pairs[0]].clamp_min(1e-12), accumulate=True)
+                scores = scores + self.config.cooccurrence_weight * (profile @ self.item_neighbours())
+            return scores
+
+    def score_at(self, users: np.ndarray, inputs: Interactions, as_of: float) -> Tensor:
+        """Scores of ``users`` from ``inputs`` (every event before ``as_of``): recency-weighted
+        fold-in and the popularity prior both taken at ``as_of`` — a :class:`models.rolling.RollingScorer`."""
+        if tuple(inputs.items) != self.item_ids:
+            raise GCNTrainError("inputs are over a different item index than the model; use the split it was fitted on")
+        check_no_leakage(inputs, as_of, "scorer input")
+        rows, items, last_ts = inputs.last_events(users)
+        prior = popularity_prior(inputs, float(as_of), self.config.prior_half_life_days)
+        return self._score(rows, items, float(as_of) - last_ts, len(users), prior)
 
     def score(self, users: Tensor, history: History) -> Tensor:
         if history.n_items != self.n_items:
@@ -195,9 +244,8 @@ class UigGCNScorer:
                 f"the model ranks {self.n_items} items but the history is over {history.n_items}; "
                 "score with the item index it was fitted on"
             )
-        with torch.no_grad():
-            users_v = self.config.personal_weight * self.user_vectors(users, history)
-            return score(users_v, self.item_embeddings(), self.item_scores())
+        rows, items = history.pairs(users)
+        return self._score(rows.numpy(), items.numpy(), np.zeros(rows.numel()), len(users), self.prior)
 
     def with_inputs(self, inputs: Interactions, as_of_seconds: float) -> UigGCNScorer:
         """This model with the prior recomputed from ``inputs`` (all strictly before ``as_of_seconds``).
@@ -211,24 +259,41 @@ class UigGCNScorer:
         prior = popularity_prior(inputs, float(as_of_seconds), self.config.prior_half_life_days)
         other = UigGCNScorer(self.config, self.item_ids, self.model, self.graph, self.topic_ids, prior, as_of_seconds)
         other._propagation, other._items = self._propagation, self._items  # same parameters, same embeddings
+        other._neighbours = self._neighbours
         other.communities = self.communities
         return other
 
-    def recommend(self, histories: Sequence[Sequence[Hashable]], k: int = 10) -> list[list[tuple[Hashable, float]]]:
+    def recommend(
+        self, histories: Sequence[Sequence[Hashable]], k: int = 10, ages_seconds: Sequence[Sequence[float]] | None = None
+    ) -> list[list[tuple[Hashable, float]]]:
         """Top-``k`` ``(item_id, score)`` per user, best first, from item-id histories (fold-in).
 
-        A history's own items are never recommended; ids outside the model's item index are
+        ``ages_seconds`` (parallel to ``histories``: how long ago each item was last touched)
+        weighs the fold-in by recency as :meth:`score_at` does; without it every item weighs the
+        same. A history's own items are never recommended; ids outside the model's item index are
         ignored (an item the model never saw cannot be folded in). An empty history gets the
         non-personalised ranking (bias + prior).
         """
         if k < 1:
             raise GCNTrainError(f"k must be >= 1, got {k}")
-        index = {item: i for i, item in enumerate(self.item_ids)}
-        lists = [sorted({index[item] for item in history if item in index}) for history in histories]
-        if not lists:
+        if not histories:
             return []
-        history = History.from_lists(lists, self.n_items)
-        scores = self.score(torch.arange(len(lists)), history).clone()
+        if ages_seconds is not None and [len(a) for a in ages_seconds] != [len(h) for h in histories]:
+            raise GCNTrainError("ages_seconds must give one age per history item")
+        index = {item: i for i, item in enumerate(self.item_ids)}
+        newest: dict[tuple[int, int], float] = {}
+        for row, history in enumerate(histories):
+            ages = ages_seconds[row] if ages_seconds is not None else [0.0] * len(history)
+            for item, age in zip(history, ages):
+                if item in index:
+                    key = (row, index[item])
+                    newest[key] = min(newest.get(key, math.inf), float(age))
+        keys = sorted(newest)
+        rows = np.array([r for r, _ in keys], dtype=np.int64)
+        items = np.array([i for _, i in keys], dtype=np.int64)
+        ages_arr = np.array([newest[key] for key in keys], dtype=np.float64)
+        scores = self._score(rows, items, ages_arr, len(histories), self.prior).clone()
+        history = History.from_pairs(rows, items, len(histories), self.n_items)
         rows, items = history.pairs()
         scores[rows, items] = float("-inf")
         ranked = rank_items(scores, k)

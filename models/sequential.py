@@ -210,7 +210,7 @@ class SASRec:
                 for batch in torch.randperm(windows.size(0), generator=shuffle).split(cfg.batch_size):
                     rows = windows[batch.to(device)]
                     targets = rows[:, 1:]
-                    keep = targets > 0
+                    keep = (rows[:, :-1] > 0) & (targets > 0)  # a padded input, or the BOS as target, is no step
                     hidden = net(rows[:, :-1])
                     loss = F.cross_entropy(net.logits(hidden[keep]), targets[keep] - 1)
                     optimizer.zero_grad(set_to_none=True)

@@ -78,11 +78,11 @@ def dirty_users(
 
 
 def read_histories(spark: "SparkSession", lake: Lake, users: "DataFrame") -> "pd.DataFrame":
-    """The gold affinities of ``users``: user_key, item_id, weight, n_events, n_rate."""
+    """The gold affinities of ``users``: user_key, item_id, weight, n_events, n_rate, last_ts."""
     return (
         io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY)
         .join(users, C.USER_KEY, "left_semi")
-        .select(C.USER_KEY, C.ITEM_ID, C.WEIGHT, C.N_EVENTS, "n_rate")
+        .select(C.USER_KEY, C.ITEM_ID, C.WEIGHT, C.N_EVENTS, "n_rate", C.LAST_TS)
         .toPandas()
     )
 

@@ -163,6 +163,10 @@ INTEREST_TYPES = (INTEREST_GENRE, INTEREST_ENTITY, INTEREST_COMMUNITY, INTEREST_
 
 # --- registered models and baselines --------------------------------------------------------
 GCN_MODEL = "uig-gcn"  # MLflow registered model of the UIG GCN
+#: Baselines of the rolling protocol, by the names `uig evaluate --rolling --models` takes.
+ROLLING_BASELINES = ("decayed-popularity", "recency-item-knn", "bpr-mf", "lightgcn", "sasrec")
+#: Steps of the rolling protocol (`uig evaluate --rolling --step`), in seconds.
+ROLLING_STEPS = {"1h": 3600.0, "6h": 6 * 3600.0, "1d": 86400.0, "7d": 7 * 86400.0}
 CHAMPION_ALIAS = "champion"
 BASELINE_MODELS = ("most-popular", "item-knn", "bpr-mf", "lightgcn")
 EVALUATED_MODELS = (GCN_MODEL, *BASELINE_MODELS)

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from uig_common.errors import UigError
+from uig_common import names as C
+from uig_common.errors import InputError, UigError
 from uig_common.timeutil import parse_time
 from uig_tasks.config import UigConfig
 from uig_tasks.datadir import restrict_umask
@@ -65,9 +66,14 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from uig_tasks.synthetic import generate
+    from uig_tasks.synthetic import generate, generate_drift
 
     config = _config(args)
+    if args.drift:
+        result = generate_drift(config.landing_dir, n_users=args.users, n_days=args.days, seed=args.seed,
+                                shift_share=args.shift_share, start=parse_time(args.start))
+        _emit(args, result, lambda: print(f"SYNTHETIC drift data landed (ground truth: {result['ground_truth']}): {result}"))
+        return 0
     result = generate(
         config.landing_dir, n_events=args.events, n_users=args.users, n_days=args.days, seed=args.seed,
         start=parse_time(args.start),
@@ -222,26 +228,37 @@ def _evaluation_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from uig_tasks.train import evaluate_rolling, evaluate_snapshot, latest_snapshot
+    from uig_tasks.train import MODEL_CHOICES, evaluate_rolling, evaluate_snapshot, latest_snapshot
 
     config = _config(args)
     snapshot = args.snapshot or latest_snapshot(config)
     ref: str | int = int(args.model_version) if args.model_version.isdigit() else args.model_version
     progress = (lambda message: None) if args.json else (lambda message: print(f"  {message}", file=sys.stderr, flush=True))
     if args.rolling:
-        rolling = evaluate_rolling(config, snapshot, ref=ref, progress=progress)
-        rows = [{"model": m, **{k: f"{v:.4f}" if k in ("ndcg@10", "recall@20") else int(v) for k, v in r.items()}}
-                for m, r in rolling.items()]
-        _emit(args, rolling, lambda: (print(f"test window of {snapshot}, one step a day"),
-                                      _print_table(rows, ["model", "ndcg@10", "recall@20", "user_days", "days"])))
+        models = args.models or [C.GCN_MODEL, *C.ROLLING_BASELINES]
+        rolling = evaluate_rolling(config, snapshot, ref=ref, step=args.step, models=models, seed=args.seed,
+                                   progress=progress)
+        rows = [{"model": m, "variant": v, "ndcg@10": f"{r['ndcg@10']:.4f}", "recall@20": f"{r['recall@20']:.4f}",
+                 "coverage@10": f"{r['coverage@10']:.3f}", "user_steps": int(r["user_steps"])}
+                for m, variants in rolling["models"].items() for v, r in variants.items()]
+        diffs = [{"comparison": name, "ndcg@10 diff": f"{c['diff']:+.4f}", "95% CI": f"[{c['diff_lo']:+.4f}, {c['diff_hi']:+.4f}]",
+                  "ratio": f"{c['ratio']:.2f}"} for name, c in rolling["comparisons"].items()]
+        _emit(args, rolling, lambda: (
+            print(f"test window of {snapshot}, one step every {args.step}: {rolling['user_steps']} user-steps "
+                  f"over {rolling['steps_with_targets']} steps (fresh = history up to each step, stale = frozen at the window start)"),
+            _print_table(rows, ["model", "variant", "ndcg@10", "recall@20", "coverage@10", "user_steps"]),
+            print("paired bootstrap, 95 % intervals over user-steps:"),
+            _print_table(diffs, ["comparison", "ndcg@10 diff", "95% CI", "ratio"])))
         return 0
-    results = evaluate_snapshot(config, snapshot, args.models, ref=ref, seed=args.seed, progress=progress)
+    unknown = set(args.models or ()) - set(MODEL_CHOICES)
+    if unknown:
+        raise InputError(f"unknown models {sorted(unknown)} for the static protocol; choose from {', '.join(MODEL_CHOICES)}")
+    results = evaluate_snapshot(config, snapshot, args.models or list(MODEL_CHOICES), ref=ref, seed=args.seed, progress=progress)
     _emit(args, results, lambda: (print(f"test window of {snapshot}"), _evaluation_table(results)))
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from uig_common import names as C
     from uig_tasks import mlflow_store
 
     config = _config(args)
@@ -374,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=60, help="number of days (one landing file each)")
     p.add_argument("--start", default="2024-01-01", help="first day (YYYY-MM-DD)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--drift", action="store_true",
+                   help="the drift simulator instead: users with latent genre interests, sessions, heavy-tailed activity "
+                        "and interest shifts at known times, plus a ground-truth file (ignores --events)")
+    p.add_argument("--shift-share", type=float, default=0.3, help="with --drift: share of users whose interests shift")
     p.set_defaults(func=cmd_data_synth)
 
     p = sub.add_parser("ingest", help="landing -> bronze -> silver for every new complete line (appends included)")
@@ -417,12 +438,16 @@ def build_parser() -> argparse.ArgumentParser:
     from uig_tasks.train import MODEL_CHOICES
 
     p = sub.add_parser("evaluate", help="test-window metrics of the registered GCN and the baselines (one protocol)")
-    p.add_argument("--models", nargs="+", choices=MODEL_CHOICES, default=list(MODEL_CHOICES), help="models to score")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help=f"models to score (default: all); static protocol: {', '.join(MODEL_CHOICES)}; "
+                        f"--rolling: {', '.join((C.GCN_MODEL, *C.ROLLING_BASELINES))}")
     p.add_argument("--model-version", default="champion", help="uig-gcn alias or version number (default: champion)")
     p.add_argument("--snapshot", type=Path, help="training snapshot folder (default: the newest under DATA_ROOT/snapshots)")
     p.add_argument("--seed", type=int, default=0, help="seed of the trained baselines")
     p.add_argument("--rolling", action="store_true",
-                   help="day-by-day evaluation of the refresh loop over the test window (GCN with/without refresh, daily popularity)")
+                   help="the rolling protocol over the test window: every model fresh (history up to each step) and "
+                        "stale (frozen at the window start) on the same user-steps, with bootstrap intervals")
+    p.add_argument("--step", choices=list(C.ROLLING_STEPS), default="1d", help="step of --rolling (default 1d)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("models", help="registered uig-gcn versions with gate decisions; --promote V moves @champion (rollback)")

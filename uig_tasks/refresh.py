@@ -68,7 +68,7 @@ def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool 
             log.info("refresh: no user has new behaviour since batch %s; nothing written", after or 0)
             return {**result, "mode": "noop", "seconds": round(time.perf_counter() - t0, 3)}
         log.info("refresh: %d dirty users (%s), model uig-gcn v%s", n_dirty, result["mode"], version)
-        users = user_histories(refresh_job.read_histories(spark, config.lake, dirty))
+        users = user_histories(refresh_job.read_histories(spark, config.lake, dirty), as_of)
         topics, titles = refresh_job.read_interest_inputs(spark, config.lake)
         if full:  # the model's communities become the community nodes of the graph
             refresh_job.write_communities(spark, config.lake, scorer.communities, str(version))

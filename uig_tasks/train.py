@@ -201,6 +201,16 @@ def gate_candidate(
 
 
 # --- evaluation -----------------------------------------------------------------------------
+def _registered_scorer(config: UigConfig, ref: str | int, items: Sequence[object]) -> tuple[Any, str]:
+    """The registered GCN ``ref`` and its label; InputError if it ranks another item index than ``items``."""
+    from uig_tasks import scorer_model
+
+    scorer, version = scorer_model.load_scorer(config, ref)
+    if tuple(scorer.item_ids) != tuple(items):
+        raise InputError(f"{C.GCN_MODEL} version {version} was trained over another item index; retrain it")
+    return scorer, f"{C.GCN_MODEL} v{version}"
+
+
 def evaluate_snapshot(
     config: UigConfig,
     snapshot_path: str | Path,
@@ -219,7 +229,7 @@ def evaluate_snapshot(
 
     from models.baselines import BPRMF, ItemKNN, LightGCNBaseline, MostPopular
     from models.evaluation import ValidationSet, check_no_leakage, evaluate_all_and_warm
-    from uig_tasks import scorer_model
+    from models.rolling_models import AtFixedInputs
 
     unknown = set(models) - set(MODEL_CHOICES)
     if unknown:
@@ -234,12 +244,9 @@ def evaluate_snapshot(
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name in models:
         t0 = time.perf_counter()
-        if name == "uig-gcn":
-            scorer, version = scorer_model.load_scorer(config, ref)
-            if tuple(scorer.item_ids) != tuple(data.train.items):
-                raise InputError(f"uig-gcn version {version} was trained over another item index; retrain it")
-            scorer = scorer.with_inputs(inputs, data.test_start)
-            label = f"uig-gcn v{version}"
+        if name == C.GCN_MODEL:
+            scorer, label = _registered_scorer(config, ref, data.train.items)
+            scorer = AtFixedInputs(scorer, inputs, data.test_start)  # recency-weighted fold-in at the test start
         elif name == "most-popular":
             scorer, label = MostPopular().fit(inputs), name
         elif name == "item-knn":
@@ -255,19 +262,41 @@ def evaluate_snapshot(
 
 
 def evaluate_rolling(
-    config: UigConfig, snapshot_path: str | Path, ref: str | int = C.CHAMPION_ALIAS,
+    config: UigConfig, snapshot_path: str | Path, ref: str | int = C.CHAMPION_ALIAS, step: str = "1d",
+    models: Sequence[str] = (C.GCN_MODEL, *C.ROLLING_BASELINES), seed: int = 0,
     progress: Callable[[str], None] = lambda message: log.info("%s", message),
-) -> dict[str, dict[str, float]]:
-    """Day-by-day evaluation of the refresh loop over the test window (:mod:`models.rolling`)."""
-    from models.rolling import rolling_evaluation
-    from uig_tasks import scorer_model
+) -> dict[str, Any]:
+    """The rolling protocol on the snapshot's test window (:mod:`models.rolling`): every model fresh
+    and stale on the same user-steps, with paired bootstrap intervals of fresh − stale and of the
+    registered model against each baseline. Baselines are fitted on the train window here."""
+    from models.rolling import rolling_protocol
+    from models.rolling_models import fit_rolling_baseline
 
+    unknown = set(models) - {C.GCN_MODEL, *C.ROLLING_BASELINES}
+    if unknown:
+        raise InputError(f"unknown models {sorted(unknown)}; choose from {C.GCN_MODEL}, {', '.join(C.ROLLING_BASELINES)}")
     _, data = TrainingSnapshot.load(snapshot_path).split()
-    scorer, version = scorer_model.load_scorer(config, ref)
-    if tuple(scorer.item_ids) != tuple(data.train.items):
-        raise InputError(f"uig-gcn version {version} was trained over another item index; retrain it")
-    results = rolling_evaluation(data, scorer, progress)
-    return {name.replace("gcn", f"uig-gcn v{version}"): values for name, values in results.items()}
+    scorers: dict[str, Any] = {}
+    for name in models:
+        t0 = time.perf_counter()
+        if name == C.GCN_MODEL:
+            scorer, label = _registered_scorer(config, ref, data.train.items)
+            scorers[label] = scorer
+        else:
+            scorers[name] = fit_rolling_baseline(name, data, seed)
+        progress(f"{name} ready in {time.perf_counter() - t0:.0f}s")
+    everything = data.before_test.concat(data.test)
+    result = rolling_protocol(everything, data.test_start, float(data.test.ts.max()) + 1, step, scorers,
+                              progress=progress)
+    summary = result.summary()
+    comparisons = {f"{m}: fresh - stale": result.compare((m, "fresh"), (m, "stale")) for m in scorers}
+    uig = next((m for m in scorers if m.startswith(C.GCN_MODEL)), None)
+    if uig is not None:
+        for m in scorers:
+            if m != uig:
+                comparisons[f"{uig} fresh - {m} fresh"] = result.compare((uig, "fresh"), (m, "fresh"))
+    return {"step": step, "window": "test", "user_steps": len(result.user_steps),
+            "steps_with_targets": result.steps_with_targets, "models": summary, "comparisons": comparisons}
 
 
 def latest_snapshot(config: UigConfig) -> Path:

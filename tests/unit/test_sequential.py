@@ -193,3 +193,11 @@ def test_score_at_builds_sequences_fast(model):
     scores = model.score_at(users, inputs, as_of=2e6)
     assert time.perf_counter() - start < 1.0
     assert scores.shape == (200, N_ITEMS) and torch.isfinite(scores).all()
+
+
+def test_users_shorter_than_the_window_train_without_the_start_token_as_a_target():
+    # 3 items each, max_len 8: every training window is left-padded before its start token
+    short = _cycles(n_users=12, steps=3)
+    fitted = SASRec(FAST, device="cpu").fit(short)
+    assert all(np.isfinite(h["loss"]) for h in fitted.history)
+    assert torch.isfinite(fitted.score_at(np.arange(12), short, as_of=1e9)).all()
