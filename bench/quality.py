@@ -6,7 +6,7 @@ with each user's earlier interactions masked; metrics over all test users and ov
 as input; BPR-MF, LightGCN and the UIG GCN train on the train window only, stop early on
 validation NDCG@10 (train as input), and are tested with train + validation as input history
 (fold-in for users unseen in training; the UIG GCN also recomputes its popularity prior at the
-test start through ``with_inputs``). Trained models: mean ± std over ``--seeds``.
+test start — its recency-weighted fold-in through ``score_at``). Trained models: mean ± std over ``--seeds``.
 
 The UIG GCN trains over the train window's interest graph (``models.graph.train_window_graph``,
 edges weighted by affinity at the validation start with the aggregation's half-life — the graph
@@ -51,6 +51,7 @@ from models.evaluation import (  # noqa: E402
     temporal_split,
 )
 from models.gcn import EDGE_WEIGHTS  # noqa: E402
+from models.rolling_models import AtFixedInputs  # noqa: E402
 from models.graph import InterestGraph, train_window_graph  # noqa: E402
 from models.training import GCNTrainConfig, UigGCNScorer, decayed_popularity, fit_uig_gcn  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
@@ -238,7 +239,8 @@ def run_all(data: Data, seeds: list[int], epochs: int | None, knn_k: int, patien
     results, reports = [], []
     for seed in seeds:
         scorer, report = fit_uig(data, dataclasses.replace(config, seed=seed), f"{UIG} seed {seed}")
-        results.append(test_run(scorer.with_inputs(split.before_test, split.test_start), split, warm))
+        # recency-weighted fold-in and the prior, both at the test start (what `uig evaluate` scores)
+        results.append(test_run(AtFixedInputs(scorer, split.before_test, split.test_start), split, warm))
         reports.append(report)
     rows.append(Row(UIG, results, reports, trained=True, kind="uig"))
     return rows
@@ -366,7 +368,7 @@ def select(data: Data, quick: bool, seeds: list[int]) -> str:
     def validate(label: str, config: GCNTrainConfig) -> tuple[dict[str, dict[str, float]], FitReport]:
         if config not in fitted:
             scorer, report = fit_uig(data, config, label)
-            fitted[config] = (evaluate_all_and_warm(scorer.with_inputs(split.train, split.valid_start), valid_history,
+            fitted[config] = (evaluate_all_and_warm(AtFixedInputs(scorer, split.train, split.valid_start), valid_history,
                                                     targets, split.n_items, data.warm, ks=(10,)), report)
         return fitted[config]
 

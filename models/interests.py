@@ -4,7 +4,12 @@ For user ``u`` with history ``H`` (items with time-decayed affinity ``a(u, i)``,
 ``gold.user_item_affinity``) and the ``K`` items the champion GCN recommends by fold-in, ``R``
 (best first, the user's own items excluded), the *attention* of ``u`` on item ``i`` is
 
-    p(u, i) = (1 - β) · a(u, i) / Σ_H a  +  β · d(rank_R(i)) / Σ_R d,      d(r) = 1 / log2(r + 1)
+    p(u, i) = (1 - β) · a(u, i) r(i) / Σ_H a r  +  β · d(rank_R(i)) / Σ_R d,      d(r) = 1 / log2(r + 1)
+
+where ``r(i)`` is the model's own recency weight of the item (``decay_factor`` of the time since
+the user last touched it, with the model's fold-in half-life, relative to the user's newest item;
+1 when ages are not given) — so the history part of the graph follows the user as fast as the
+model's user representation does.
 
 — where the user's recent behaviour went, and where the model expects it to go next. An interest
 ``t`` (a genre, a KG entity) weighs the attention on its items, ``w(u, t) = Σ_{i ∈ items(t)} p(u, i)``,
@@ -12,9 +17,10 @@ so every edge is explained by the items on its paths ``user → item → interes
 contributions. Recommended items are interests of their own (type ``item``), weighted by their
 ``β``-share, and explained by the history items closest to them in the GCN's embedding space.
 
-Shares do not change when all of a user's affinities decay by the same factor, and the GCN's
-scores depend on the history and the model only; so a user's edges change only when the user
-acts or the model changes — what lets the refresh touch dirty users alone.
+Shares do not change when all of a user's affinities decay by the same factor, and the recency
+weights are relative to the user's newest item, so neither moves while the user is idle; the
+GCN's scores depend on the history and the model only. So a user's edges change only when the
+user acts or the model changes — what lets the refresh touch dirty users alone.
 """
 
 from __future__ import annotations
@@ -186,10 +192,13 @@ def interest_edges(
 
     rows: list[tuple] = []
     for user, recs in zip(users, recommended):
-        total = sum(user.affinity)
+        attention = list(user.affinity)
+        if user.ages_seconds is not None and hasattr(scorer, "recency_of"):
+            attention = [a * w for a, w in zip(attention, scorer.recency_of(user.ages_seconds))]
+        total = sum(attention)
         history_share = {
             item: (1 - settings.beta) * (a / total if total > 0 else 1 / len(user.items))
-            for item, a in zip(user.items, user.affinity)
+            for item, a in zip(user.items, attention)
         }
         d = _discounts(len(recs))
         d_total = sum(d) or 1.0

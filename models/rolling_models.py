@@ -143,7 +143,7 @@ class AtFixedInputs:
 # protocol (daily step, fresh NDCG@10) by bench/freshness.py — see its section of bench/RESULTS.md.
 
 POPULARITY_HALF_LIFE_DAYS = 7.0
-KNN_NEIGHBOURS, KNN_HALF_LIFE_DAYS = 100, 1.0
+KNN_NEIGHBOURS, KNN_HALF_LIFE_DAYS = 200, 1.0
 BPR_FOLD_IN, BPR_HALF_LIFE_DAYS = "unseen", float("inf")
 LIGHTGCN_FOLD_IN, LIGHTGCN_HALF_LIFE_DAYS = "unseen", float("inf")
 

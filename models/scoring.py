@@ -82,8 +82,8 @@ class GCNTrainConfig:
     prior_weight: float = 1.0  # λ; 0 switches the prior off
     topic_weight: float = 1.0  # weight of an item–topic edge relative to a user–item edge; 0 = no topics
     personal_weight: float = 0.05  # α: weight of the personal term ⟨ē_u, f_i⟩ at scoring time
-    fold_in_half_life_days: float = math.inf  # recency of ē_u: half-life of a history item's weight
-    cooccurrence_weight: float = 0.0  # γ: weight of the recency-weighted two-hop item–item term
+    fold_in_half_life_days: float = 1.0  # recency of ē_u: half-life of a history item's weight
+    cooccurrence_weight: float = 1.0  # γ: weight of the recency-weighted two-hop item–item term
     cooccurrence_neighbours: int = 50  # neighbours each item keeps in that term
     edge_weights: str = "unit"  # user–item edges in propagation: the graph's "affinity" weights or "unit"
 
@@ -212,6 +212,11 @@ class UigGCNScorer:
         without history). :meth:`score_at` and :meth:`recommend` weigh items by recency."""
         rows, items = history.pairs(users)
         return fold_in(torch.stack([rows, items]), None, self.item_embeddings(), len(users))
+
+    def recency_of(self, ages_seconds: Sequence[float]) -> list[float]:
+        """One user's recency weights of history items of these ages (newest = 1), as the fold-in weighs them."""
+        ages = np.asarray(ages_seconds, dtype=np.float64)
+        return recency_weights(np.zeros(ages.size, dtype=np.int64), ages, self.config.fold_in_half_life_days).tolist()
 
     def _score(self, rows: np.ndarray, items: np.ndarray, ages: np.ndarray, n_users: int, prior: Tensor) -> Tensor:
         weights = recency_weights(rows, ages, self.config.fold_in_half_life_days)

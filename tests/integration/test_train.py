@@ -187,3 +187,21 @@ def test_cli_evaluate_json_and_models_rollback(trained, capsys) -> None:
 
     assert main([*root, "models", "--promote", "99"]) == 2
     assert "no version 99" in capsys.readouterr().err
+
+
+def test_cli_evaluate_rolling_scores_fresh_and_stale_on_the_same_user_steps(trained, capsys) -> None:
+    config, _ = trained
+    root = ["--data-root", str(config.data_root)]
+    assert main([*root, "--json", "evaluate", "--rolling", "--step", "1d",
+                 "--models", "uig-gcn", "decayed-popularity", "recency-item-knn"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["step"] == "1d" and result["window"] == "test" and result["user_steps"] > 0
+    assert set(result["models"]) == {"uig-gcn v1", "decayed-popularity", "recency-item-knn"}
+    for variants in result["models"].values():
+        assert set(variants) == {"fresh", "stale"}
+        assert {v["user_steps"] for v in variants.values()} == {result["user_steps"]}  # the same user-steps
+        assert all(0 <= v["ndcg@10"] <= 1 for v in variants.values())
+    uig_vs_pop = result["comparisons"]["uig-gcn v1 fresh - decayed-popularity fresh"]
+    assert uig_vs_pop["diff_lo"] <= uig_vs_pop["diff"] <= uig_vs_pop["diff_hi"]
+    assert main([*root, "evaluate", "--rolling", "--models", "most-popular"]) == 2  # a static-only name
+    assert "unknown models" in capsys.readouterr().err

@@ -161,3 +161,20 @@ def test_user_histories_order_items_by_affinity_and_name_the_verb():
     a, b = user_histories(affinity)
     assert (a.user_key, a.items, a.affinity, a.verb) == ("a", ("i1", "i0", "i2"), (0.7, 0.2, 0.2), "rated")
     assert (b.user_key, b.items, b.verb) == ("b", ("i3", "i1"), "interacted with")  # i3 was not only rated
+
+
+def test_the_history_part_follows_the_models_recency(scorer):
+    import dataclasses
+
+    # an old taste for cluster A (three items a month ago), one item of cluster B an hour ago
+    user = UserHistory("carol", ("i0", "i1", "i2", "i6"), (1.0, 1.0, 1.0, 1.0),
+                       ages_seconds=(30 * DAY, 30 * DAY, 30 * DAY, 3600.0))
+    settings = InterestSettings(beta=0.0, top_items=1, candidates=1, min_weight=0.0)
+    scorer.config = dataclasses.replace(scorer.config, fold_in_half_life_days=1.0)
+    recent = interest_edges(scorer, [user], topics(), TITLES, settings)
+    scorer.config = dataclasses.replace(scorer.config, fold_in_half_life_days=float("inf"))
+    flat = interest_edges(scorer, [user], topics(), TITLES, settings)
+    by_type = lambda edges: edges[edges.interest_type == "genre"].set_index("interest_id")["weight"]  # noqa: E731
+    assert by_type(recent)["genre:B"] > 0.99  # the model weighs the newest item: the graph moves at once
+    assert by_type(flat)["genre:A"] == pytest.approx(0.75)  # without recency the old taste still leads
+    assert scorer.recency_of([0.0, DAY]) == [1.0, 1.0]  # inf: every item alike

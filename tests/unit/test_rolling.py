@@ -154,13 +154,15 @@ def test_uig_score_at_weighs_recent_items_and_matches_the_plain_mean_without_dec
     topics = pd.DataFrame([(i, "genre:A" if k < 4 else "genre:B", "genre") for k, i in enumerate(ITEMS)],
                           columns=["item_id", "topic_id", "topic_type"])
     graph = train_window_graph(data.train, topics, text, 30.0, data.valid_start)
-    scorer = fit_uig_gcn(data.train, graph, None, GCNTrainConfig(dim=4, epochs=2, batch_size=16))[0]
+    config = GCNTrainConfig(dim=4, epochs=2, batch_size=16, fold_in_half_life_days=math.inf)
+    scorer = fit_uig_gcn(data.train, graph, None, config)[0]
     inputs, as_of = data.before_test, data.test_start
     users = np.arange(data.n_users)
     plain = scorer.with_inputs(inputs, as_of).score(torch.from_numpy(users), inputs.history())
     assert torch.allclose(scorer.score_at(users, inputs, as_of), plain, atol=1e-5)  # fold-in half-life inf
     import dataclasses
-    scorer.config = dataclasses.replace(scorer.config, fold_in_half_life_days=1e-4, personal_weight=1.0)
+    scorer.config = dataclasses.replace(scorer.config, fold_in_half_life_days=1e-4, personal_weight=1.0,
+                                        cooccurrence_weight=0.0)
     rows_, items_, last = inputs.last_events(users[:1])
     latest = items_[np.argmax(last)]
     recent = scorer.score_at(users[:1], inputs, as_of)[0]
@@ -173,3 +175,31 @@ def test_uig_score_at_weighs_recent_items_and_matches_the_plain_mean_without_dec
     masked = recent.clone()
     masked[torch.from_numpy(items_)] = float("-inf")
     assert [inputs.items.index(i) for i, _ in recs] == masked.argsort(descending=True)[:3].tolist()
+
+
+def test_uig_two_hop_term_adds_the_neighbours_of_recent_items():
+    import dataclasses
+
+    from models.propagation import cosine_neighbours
+    from models.scoring import UigGCNScorer
+
+    rows = [(f"u{u}", f"i{(u + k) % 4 + (0 if u % 2 else 4)}", k * DAY + u) for u in range(16) for k in range(3)]
+    split = temporal_split(pd.DataFrame(rows, columns=["user", "item", "ts"]))
+    data = split.encode(items=ITEMS)
+    text = np.random.default_rng(1).normal(size=(8, 6)).astype(np.float32)
+    topics = pd.DataFrame([(i, "genre:A", "genre") for i in ITEMS], columns=["item_id", "topic_id", "topic_type"])
+    graph = train_window_graph(data.train, topics, text, 30.0, data.valid_start)
+    base = fit_uig_gcn(data.train, graph, None, GCNTrainConfig(dim=4, epochs=1, batch_size=16))[0]
+    inputs, as_of = data.before_test, data.test_start
+    users = np.array([0, 1])
+    without = dataclasses.replace(base.config, cooccurrence_weight=0.0, fold_in_half_life_days=1e-4)
+    with_term = dataclasses.replace(without, cooccurrence_weight=2.0, cooccurrence_neighbours=3)
+    plain, two_hop = UigGCNScorer.from_state(base.to_state()), UigGCNScorer.from_state(base.to_state())
+    plain.config, two_hop.config = without, with_term
+    rows_, items_, last = inputs.last_events(users)
+    newest = [items_[rows_ == r][np.argmax(last[rows_ == r])] for r in range(2)]
+    e_rows, e_items = graph.data[("user", "interacts", "item")].edge_index
+    c = cosine_neighbours(e_rows, e_items, graph.data["user"].num_nodes, len(ITEMS), 3)
+    difference = two_hop.score_at(users, inputs, as_of) - plain.score_at(users, inputs, as_of)
+    assert torch.allclose(difference, 2.0 * c[newest], atol=1e-4)  # a tiny half-life: the newest item's neighbours
+    assert ((c > 0).sum(1) <= 3).all() and torch.allclose(c.diagonal(), torch.zeros(8))
