@@ -2,8 +2,8 @@
 
 1. **Selection, validation window only** (daily step, fresh NDCG@10): every model family's
    settings — decay half-lives, neighbours, fold-in mode, the UIG GCN's fold-in half-life and
-   personal weight, SASRec's epochs — are chosen on the rolling validation protocol. The test
-   window is not read here.
+   two-hop weight (scoring-time settings of one trained model: training never sees them),
+   SASRec's epochs — are chosen on the rolling validation protocol. The test window is not read here.
 2. **Test window**: the chosen models at steps 1h / 6h / 1d / 7d, each scored fresh (history up
    to the step) and stale (history frozen at the window start) on the same user-steps, with
    paired bootstrap 95 % intervals (user-steps resampled).
@@ -75,12 +75,10 @@ def candidates(data, quick: bool, seed: int) -> dict[str, dict[str, object]]:
     scorer, _ = fit_uig(data, dataclasses.replace(GCNTrainConfig(), seed=seed), "uig")
     uig = families[UIG] = {}
     for h in half_lives:
-        for weight in ((0.05, 0.2) if quick else (0.05, 0.1, 0.2)):
-            for gamma in ((0.0, 1.0) if quick else (0.0, 0.5, 1.0, 1.5)):
-                variant = UigGCNScorer.from_state(scorer.to_state())
-                variant.config = dataclasses.replace(variant.config, fold_in_half_life_days=h, personal_weight=weight,
-                                                     cooccurrence_weight=gamma)
-                uig[f"fold-in half-life {_hl(h)}, personal weight {weight:g}, two-hop weight {gamma:g}"] = variant
+        for gamma in ((0.0, 1.0) if quick else (0.0, 0.5, 1.0, 1.5, 2.0)):
+            variant = UigGCNScorer.from_state(scorer.to_state())
+            variant.config = dataclasses.replace(variant.config, fold_in_half_life_days=h, cooccurrence_weight=gamma)
+            uig[f"fold-in half-life {_hl(h)}, two-hop weight {gamma:g}"] = variant
     return families
 
 

@@ -220,8 +220,16 @@ class UigGCNScorer:
 
     def _score(self, rows: np.ndarray, items: np.ndarray, ages: np.ndarray, n_users: int, prior: Tensor) -> Tensor:
         weights = recency_weights(rows, ages, self.config.fold_in_half_life_days)
+        return self.score_profiles(rows, items, weights, n_users, prior)
+
+    def score_profiles(self, rows: np.ndarray, items: np.ndarray, weights: Tensor, n_users: int, prior: Tensor) -> Tensor:
+        """Scores [n_users, n_items] of users given as weighted item profiles — ``(rows, items,
+        weights)``: row ``r`` holds item ``items[k]`` with weight ``weights[k] > 0`` — and a prior.
+        What every other scoring method reduces to, and what an update policy that edits a user's
+        profile (decay, add, prune) scores with."""
         pairs = torch.stack([torch.from_numpy(np.asarray(rows, dtype=np.int64)),
                              torch.from_numpy(np.asarray(items, dtype=np.int64))])
+        weights = torch.as_tensor(weights, dtype=torch.float32)
         with torch.no_grad():
             users_v = self.config.personal_weight * fold_in(pairs, weights, self.item_embeddings(), n_users)
             bias = self.model.item_bias.detach() + self.config.prior_weight * prior

@@ -33,9 +33,11 @@ context only from items 1–7 days older (0.3250 / 0.1449); fold-in from the las
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
 
 import numpy as np
 import pandas as pd
@@ -99,7 +101,7 @@ def _check_inputs(train: Interactions, graph: InterestGraph, validation: Validat
             )
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Pairs:
     """The distinct training (user, item) pairs ordered by (user, first time, item), and for each
     pair (looked up by its key ``user * n_items + item``) what training needs: its position, the
@@ -181,7 +183,10 @@ def fit_uig_gcn(
     text = data["item"].x
     model = InterestGCN(train.n_items, data["genre"].num_nodes, data["entity"].num_nodes, text.size(1), config.dim,
                         config.num_layers, generator)
-    scorer = UigGCNScorer(config, train.items, model, data, tuple(graph.topic_ids),
+    # Training and its early stopping see the GCN alone: the fold-in's recency and the two-hop
+    # term are scoring-time settings, chosen afterwards on the rolling protocol for this model.
+    alone = dataclasses.replace(config, cooccurrence_weight=0.0, fold_in_half_life_days=math.inf)
+    scorer = UigGCNScorer(alone, train.items, model, data, tuple(graph.topic_ids),
                           popularity_prior(train, as_of, config.prior_half_life_days), as_of)
     propagation = scorer.propagation()
     sampler = BPRSampler(train.history(), generator)
@@ -231,4 +236,5 @@ def fit_uig_gcn(
     report = fit_epochs(model, run_epoch, None if score_validation is None else validate, config.epochs,
                         config.patience, on_change)
     scorer.forget_embeddings()
+    scorer.config = config
     return scorer, report
