@@ -1,4 +1,4 @@
-"""DAG ``uig_train``: encode → build graph → train → evaluate → gate, weekly or on demand.
+"""DAG ``uig_train``: encode → build graph → train → evaluate → gate → update policy, weekly or on demand.
 
 Wiring only: each task calls one function in ``uig_tasks.encode`` / ``uig_tasks.train`` and
 passes small values (a snapshot path, a model version, scores) through XCom. Model tasks run in
@@ -29,8 +29,12 @@ DOC_MD = """
 4. **evaluate** — test-window metrics of the new version beside the baselines (reported only).
 5. **gate** — moves `@champion` to the new version only if it beats the current champion on the
    validation window by `gate_margin`. The decision and both scores become version tags.
+6. **train_policy** — learns the per-user update policy (a DQN over replayed refreshes with the
+   `@champion` GCN) on the validation window, evaluates it on held-out users of the test window
+   against every fixed update rule, registers a `uig-update-policy` version and gates it into
+   `@champion` the same way (`policy_gate_margin`). `policy_episodes` = 0 skips it.
 
-**Params**: `data_root`, `epochs`, `seed`, `dim`, `gate_margin`, `evaluate_models`.
+**Params**: `data_root`, `epochs`, `seed`, `dim`, `gate_margin`, `evaluate_models`, `policy_episodes`.
 Roll back with `uig models --promote VERSION` (or the MLflow UI's alias editor).
 
 """ + WRITERS_DOC + "\n"
@@ -58,6 +62,8 @@ PARAMS: dict[str, Param] = {
         title="Models to evaluate",
         description="The candidate ('uig-gcn') and the baselines to score on the test window.",
     ),
+    "policy_episodes": Param(10, type="integer", minimum=0, maximum=1000, title="Update-policy episodes",
+                             description="Replays of the training window for the update policy; 0 skips it."),
 }
 
 
@@ -128,9 +134,23 @@ def uig_train() -> None:
             str(trained["metric"]), float(trained["validation_score"]),
         )
 
+    @task(pool=GPU_POOL)
+    @fail_fast_on_uig_error
+    def train_policy(snapshot: dict[str, object], gated: dict[str, object], **context: Any) -> dict[str, object]:
+        """Learn, register and gate the update policy with the @champion GCN (uig_tasks.policy.train_policy)."""
+        from uig_tasks.policy import train_policy
+
+        params = context["params"]
+        if not params.get("policy_episodes"):
+            return {"skipped": True}
+        return train_policy(_config(context), str(snapshot["path"]), episodes=int(params["policy_episodes"]),
+                            seed=int(params.get("seed") or 0), run_name=f"policy-{context['run_id']}")
+
     snapshot = build_graph(encode())
     trained = train(snapshot)
-    evaluate(snapshot, trained) >> gate(snapshot, trained)
+    gated = gate(snapshot, trained)
+    evaluate(snapshot, trained) >> gated
+    train_policy(snapshot, gated)
 
 
 uig_train()

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["InterestSettings", "UserHistory", "interest_edges", "topic_name", "user_histories", "with_communities"]
+__all__ = ["InterestSettings", "UserHistory", "interest_edges", "topic_name", "user_histories", "with_communities",
+           "with_update_policy"]
 
 INTEREST_TYPES = ("genre", "entity", "community", "item")
 
@@ -77,6 +78,11 @@ class UserHistory:
     affinity: tuple[float, ...]
     verb: str = "interacted with"
     ages_seconds: tuple[float, ...] | None = None
+    #: The update policy's profile weight of each item (0 = dropped), its action and why
+    #: (:func:`models.update_policy.refresh_decisions`); ``None``: the model's own recency.
+    profile: tuple[float, ...] | None = None
+    update_action: str | None = None
+    update_reason: str | None = None
 
 
 def user_histories(affinity: pd.DataFrame, as_of: pd.Timestamp | None = None) -> list[UserHistory]:
@@ -98,6 +104,35 @@ def _epoch_seconds(values: object) -> np.ndarray:
     """Timestamps (naive ones are UTC) or one timestamp as float epoch seconds."""
     stamps = pd.to_datetime(pd.Series(np.atleast_1d(np.asarray(values, dtype=object))), utc=True)
     return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+
+
+def with_update_policy(
+    users: Sequence[UserHistory], scorer, policy, previous_refresh: float | None, refresh_ts: float
+) -> list[UserHistory]:
+    """``users`` with the profile, action and reason the update ``policy`` (``None``: the default
+    rule) gives each at this refresh (:func:`models.update_policy.refresh_decisions`); needs ages."""
+    import dataclasses
+
+    from models.update_policy import refresh_decisions
+
+    if not users:
+        return []
+    if any(u.ages_seconds is None for u in users):
+        raise ValueError("the update policy needs each history item's age (user_histories(..., as_of))")
+    index = {item: k for k, item in enumerate(scorer.item_ids)}
+    last_touch = np.full((len(users), len(scorer.item_ids)), np.nan)
+    for row, user in enumerate(users):
+        for item, age in zip(user.items, user.ages_seconds or ()):
+            if item in index:
+                last_touch[row, index[item]] = refresh_ts - age
+    embeddings = scorer.item_embeddings().detach().double().numpy()
+    names, weights, reasons = refresh_decisions(policy, embeddings, last_touch, previous_refresh, refresh_ts,
+                                                scorer.config.fold_in_half_life_days)
+    out = []
+    for row, user in enumerate(users):
+        profile = tuple(float(weights[row, index[item]]) if item in index else 0.0 for item in user.items)
+        out.append(dataclasses.replace(user, profile=profile, update_action=names[row], update_reason=reasons[row]))
+    return out
 
 
 def with_communities(item_topics: pd.DataFrame, communities: Sequence[Mapping[str, object]]) -> pd.DataFrame:
@@ -162,7 +197,8 @@ def interest_edges(
     (user, type), ties broken by id so the result is deterministic.
     """
     settings.check()
-    columns = ["user_key", "interest_type", "interest_id", "interest_name", "weight", "rank", "explanation"]
+    columns = ["user_key", "interest_type", "interest_id", "interest_name", "weight", "rank", "explanation",
+               "update_action", "update_reason"]
     if not users:
         return pd.DataFrame(columns=columns)
     for user in users:
@@ -172,7 +208,9 @@ def interest_edges(
             raise ValueError(f"user {user.user_key}: affinities must be finite and >= 0")
 
     ages = None if any(u.ages_seconds is None for u in users) else [list(u.ages_seconds or ()) for u in users]
-    by_recency = {} if ages is None else {"ages_seconds": ages}
+    by_recency: dict = {} if ages is None else {"ages_seconds": ages}
+    if all(u.profile is not None for u in users):
+        by_recency = {"weights": [list(u.profile or ()) for u in users]}
     recommended = scorer.recommend([list(u.items) for u in users], settings.candidates, **by_recency)
     index = {item: k for k, item in enumerate(scorer.item_ids)}
     embeddings = scorer.item_embeddings()
@@ -193,7 +231,9 @@ def interest_edges(
     rows: list[tuple] = []
     for user, recs in zip(users, recommended):
         attention = list(user.affinity)
-        if user.ages_seconds is not None and hasattr(scorer, "recency_of"):
+        if user.profile is not None:
+            attention = [a * w for a, w in zip(attention, user.profile)]
+        elif user.ages_seconds is not None and hasattr(scorer, "recency_of"):
             attention = [a * w for a, w in zip(attention, scorer.recency_of(user.ages_seconds))]
         total = sum(attention)
         history_share = {
@@ -233,7 +273,7 @@ def interest_edges(
                     parts.append(f"{len(rec_items)} recommended incl. {_titles(rec_items, titles)} ({share:.2f})")
                 name = names.get((topic, kind)) or names.get(topic) or topic_name(topic, kind)
                 rows.append((user.user_key, interest_type, interest_id_of(topic, kind), name, weight, rank,
-                             f"{name}  {weight:.2f} ← " + "; ".join(parts)))
+                             f"{name}  {weight:.2f} ← " + "; ".join(parts), user.update_action, user.update_reason))
 
         # items: the model's recommendations, explained by the closest history items
         known_items = [i for i in user.items if i in index]
@@ -249,7 +289,8 @@ def interest_edges(
             else:
                 because = " ← popular with the model (no folded-in history)"
             name = titles.get(item, item)
-            rows.append((user.user_key, "item", item, name, weight, rank, f"{name}  {weight:.2f}{because}"))
+            rows.append((user.user_key, "item", item, name, weight, rank, f"{name}  {weight:.2f}{because}",
+                         user.update_action, user.update_reason))
     edges = pd.DataFrame(rows, columns=columns)
     duplicated = edges.duplicated(["user_key", "interest_type", "interest_id"])
     if duplicated.any():  # an edge is keyed by these three: two rows would make the MERGE ambiguous

@@ -277,13 +277,15 @@ class UigGCNScorer:
         return other
 
     def recommend(
-        self, histories: Sequence[Sequence[Hashable]], k: int = 10, ages_seconds: Sequence[Sequence[float]] | None = None
+        self, histories: Sequence[Sequence[Hashable]], k: int = 10, ages_seconds: Sequence[Sequence[float]] | None = None,
+        weights: Sequence[Sequence[float]] | None = None,
     ) -> list[list[tuple[Hashable, float]]]:
         """Top-``k`` ``(item_id, score)`` per user, best first, from item-id histories (fold-in).
 
         ``ages_seconds`` (parallel to ``histories``: how long ago each item was last touched)
         weighs the fold-in by recency as :meth:`score_at` does; without it every item weighs the
-        same. A history's own items are never recommended; ids outside the model's item index are
+        same. ``weights`` (parallel too) gives the fold-in weights directly — an update policy's
+        profile; an item of weight 0 is not folded in but still never recommended. A history's own items are never recommended; ids outside the model's item index are
         ignored (an item the model never saw cannot be folded in). An empty history gets the
         non-personalised ranking (bias + prior).
         """
@@ -291,8 +293,9 @@ class UigGCNScorer:
             raise GCNTrainError(f"k must be >= 1, got {k}")
         if not histories:
             return []
-        if ages_seconds is not None and [len(a) for a in ages_seconds] != [len(h) for h in histories]:
-            raise GCNTrainError("ages_seconds must give one age per history item")
+        for given, what in ((ages_seconds, "ages_seconds"), (weights, "weights")):
+            if given is not None and [len(a) for a in given] != [len(h) for h in histories]:
+                raise GCNTrainError(f"{what} must give one value per history item")
         index = {item: i for i, item in enumerate(self.item_ids)}
         newest: dict[tuple[int, int], float] = {}
         for row, history in enumerate(histories):
@@ -304,8 +307,16 @@ class UigGCNScorer:
         keys = sorted(newest)
         rows = np.array([r for r, _ in keys], dtype=np.int64)
         items = np.array([i for _, i in keys], dtype=np.int64)
-        ages_arr = np.array([newest[key] for key in keys], dtype=np.float64)
-        scores = self._score(rows, items, ages_arr, len(histories), self.prior).clone()
+        if weights is not None:
+            given = {(row, index[item]): float(w) for row, history in enumerate(histories)
+                     for item, w in zip(history, weights[row]) if item in index}
+            profile = torch.tensor([given[key] for key in keys], dtype=torch.float32)
+            folded = profile > 0
+            scores = self.score_profiles(rows[folded.numpy()], items[folded.numpy()], profile[folded],
+                                         len(histories), self.prior).clone()
+        else:
+            ages_arr = np.array([newest[key] for key in keys], dtype=np.float64)
+            scores = self._score(rows, items, ages_arr, len(histories), self.prior).clone()
         history = History.from_pairs(rows, items, len(histories), self.n_items)
         rows, items = history.pairs()
         scores[rows, items] = float("-inf")

@@ -4,8 +4,9 @@ At every refresh (the end of a step of ``step`` seconds) each *dirty* user — o
 the step just ended — gets one :class:`UpdateAction` that edits their profile (the user's part
 of the interest graph: weighted items). The reward of an action is NDCG@10 of the ranking the
 updated profile gives (the fitted scorer's :meth:`score_profiles`, the popularity prior at the
-refresh, the full catalog with the user's earlier items masked) against the user's new items of
-the *next* step. A fixed rule (always rebuild, never forget, …) is wrong for someone whose taste
+refresh, the full catalog with the user's earlier items masked) against the user's new items the
+*next time they act* (the first later step with their events, up to the window's end: the profile
+does not change until then, so that is when this refresh's graph is judged). A fixed rule (always rebuild, never forget, …) is wrong for someone whose taste
 just moved or for someone whose step was a burst of noise; a policy that reads the step can
 choose per user.
 
@@ -41,7 +42,8 @@ also computes the state each action would lead to at the user's next dirty step 
 not change between a user's dirty steps). Training is therefore **off-policy from replayed
 transitions with the counterfactual rewards and next states of every action**, while the profile
 that is carried over to the next step follows the *behaviour* policy's action (ε-greedy during
-training). Only user-steps whose next step has new items are scored (give a transition); every
+training). Only user-steps whose user acts again inside the window with new items are scored
+(give a transition); every
 dirty user's profile is still updated, so the carry-over is complete. Which user-steps are scored
 depends on events only, never on actions, so every policy is measured on the same user-steps.
 
@@ -70,6 +72,7 @@ from models.scoring import popularity_prior
 
 __all__ = [
     "ACTIONS",
+    "DEFAULT_ACTION",
     "FEATURE_NAMES",
     "DQNConfig",
     "PolicyEnvironment",
@@ -82,7 +85,10 @@ __all__ = [
     "compare_to_best_fixed",
     "double_dqn_targets",
     "evaluate_policies",
+    "rebuild_profiles",
+    "refresh_decisions",
     "split_users",
+    "state_features",
     "train_bandit",
     "train_dqn",
     "update_profiles",
@@ -285,8 +291,10 @@ class _StepEvents:
         """[len(local_users), n_items] latest time of each item in the step (NaN = not in it)."""
         out = np.full((local_users.size, n_items), np.nan)
         pos = np.searchsorted(self.users, local_users)
+        present = pos < self.users.size
+        present[present] = self.users[pos[present]] == local_users[present]  # users without events here: no row
         lookup = np.full(self.users.size, -1, dtype=np.int64)
-        lookup[pos] = np.arange(local_users.size)
+        lookup[pos[present]] = np.flatnonzero(present)
         target = lookup[self.pair_row]
         keep = target >= 0
         out[target[keep], self.pair_item[keep]] = self.pair_last_ts[keep]
@@ -294,6 +302,65 @@ class _StepEvents:
 
     def position(self, local_users: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.users, local_users)
+
+
+def _next_true(flags: np.ndarray, last: int) -> np.ndarray:
+    """[steps, users]: the first step ``k' > k`` (``k' <= last``) whose flag is set, -1 when none."""
+    out = np.full(flags.shape, -1, dtype=np.int64)
+    upcoming = np.full(flags.shape[1], -1, dtype=np.int64)
+    for k in range(last, -1, -1):
+        out[k] = upcoming
+        upcoming = np.where(flags[k], k, upcoming)
+    return out
+
+
+def state_features(
+    embeddings: np.ndarray,
+    profiles: Profiles,
+    step_last_ts: np.ndarray,
+    n_events: np.ndarray,
+    refresh_ts: np.ndarray,
+    step_start_ts: np.ndarray,
+    prev_event_ts: np.ndarray,
+    prev_steps: np.ndarray,
+    new_taste_cosine: float = 0.3,
+) -> np.ndarray:
+    """State vectors [n, n_features] (module docstring) of profiles seen at their refresh — one
+    definition for the replay and for ``uig refresh``. ``embeddings`` are the scorer's item
+    embeddings [n_items, dim] (float64)."""
+    emb_unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    w = profiles.weights
+    n = w.shape[0]
+    out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
+    in_step = ~np.isnan(step_last_ts)
+    n_step_items = np.maximum(in_step.sum(1), 1)
+    in_profile = w > 0
+    size = in_profile.sum(1)
+    total = w.sum(1)
+    shares = w / np.maximum(total, 1e-300)[:, None]
+    prof_mean = shares @ embeddings
+    step_mean = (in_step / n_step_items[:, None]) @ embeddings
+    prof_norm = np.linalg.norm(prof_mean, axis=1)
+    prof_unit = prof_mean / np.maximum(prof_norm, 1e-12)[:, None]
+    step_unit = step_mean / np.maximum(np.linalg.norm(step_mean, axis=1), 1e-12)[:, None]
+    item_cos = prof_unit @ emb_unit.T  # [n, n_items]
+    far = (item_cos < new_taste_cosine) | (size == 0)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(shares > 0, shares * np.log(shares), 0.0).sum(1)
+        age_days = np.where(in_profile, (refresh_ts[:, None] - profiles.touched) / SECONDS_PER_DAY, 0.0)
+    mean_age = (shares * np.maximum(age_days, 0.0)).sum(1)
+    hours_prev = np.where(np.isnan(prev_event_ts), np.inf, (step_start_ts - prev_event_ts) / HOUR)
+    out[:, 0] = np.log1p(n_events) / 5.0
+    out[:, 1] = np.where(np.isinf(hours_prev), 1.0, np.log1p(np.maximum(hours_prev, 0.0)) / 10.0)
+    out[:, 2] = (far & in_step).sum(1) / n_step_items
+    out[:, 3] = (in_profile & in_step).sum(1) / n_step_items
+    out[:, 4] = np.where(size > 0, 1.0 - (prof_unit * step_unit).sum(1), 1.0)
+    out[:, 5] = entropy / math.log(max(embeddings.shape[0], 2))
+    out[:, 6] = np.log1p(size) / 8.0
+    out[:, 7] = np.log1p(mean_age) / 5.0
+    out[:, 8] = np.log1p(np.maximum(refresh_ts - profiles.updated_at, 0.0) / HOUR) / 10.0
+    out[:, 9] = np.log1p(prev_steps) / 5.0
+    return out.astype(np.float32)
 
 
 class PolicyEnvironment:
@@ -355,13 +422,10 @@ class PolicyEnvironment:
         for k, s in enumerate(self._steps):
             dirty[k, s.users] = True
         self._dirty = dirty
-        # next decision step (<= n_steps - 2) at which each user is dirty again, -1 = none
-        nxt = np.full((self.n_steps, self.users.size), -1, dtype=np.int64)
-        upcoming = np.full(self.users.size, -1, dtype=np.int64)
-        for k in range(self.n_steps - 2, -1, -1):
-            nxt[k] = upcoming
-            upcoming = np.where(dirty[k], k, upcoming)
-        self._next_dirty = nxt
+        # next decision step (<= n_steps - 2) at which each user is dirty again, and the next step
+        # (<= n_steps - 1) in which they act at all — where rewards come from; -1 = none
+        self._next_dirty = _next_true(dirty, self.n_steps - 2)
+        self._next_active = _next_true(dirty, self.n_steps - 1)
         self._priors: dict[int, Tensor] = {}
         emb = scorer.item_embeddings().detach().to("cpu", torch.float64).numpy()
         self._emb = emb
@@ -433,49 +497,9 @@ class PolicyEnvironment:
 
     # ---- features --------------------------------------------------------------------------
 
-    def _features(
-        self,
-        profiles: Profiles,
-        step_last_ts: np.ndarray,
-        n_events: np.ndarray,
-        refresh_ts: np.ndarray,
-        step_start_ts: np.ndarray,
-        prev_event_ts: np.ndarray,
-        prev_steps: np.ndarray,
-    ) -> np.ndarray:
-        """State vectors [n, n_features] (module docstring) of profiles seen at their refresh."""
-        w = profiles.weights
-        n = w.shape[0]
-        out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
-        in_step = ~np.isnan(step_last_ts)
-        n_step_items = np.maximum(in_step.sum(1), 1)
-        in_profile = w > 0
-        size = in_profile.sum(1)
-        total = w.sum(1)
-        shares = w / np.maximum(total, 1e-300)[:, None]
-        prof_mean = shares @ self._emb
-        step_mean = (in_step / n_step_items[:, None]) @ self._emb
-        prof_norm = np.linalg.norm(prof_mean, axis=1)
-        prof_unit = prof_mean / np.maximum(prof_norm, 1e-12)[:, None]
-        step_unit = step_mean / np.maximum(np.linalg.norm(step_mean, axis=1), 1e-12)[:, None]
-        item_cos = prof_unit @ self._emb_unit.T  # [n, n_items]
-        far = (item_cos < self.new_taste_cosine) | (size == 0)[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            entropy = -np.where(shares > 0, shares * np.log(shares), 0.0).sum(1)
-            age_days = np.where(in_profile, (refresh_ts[:, None] - profiles.touched) / SECONDS_PER_DAY, 0.0)
-        mean_age = (shares * np.maximum(age_days, 0.0)).sum(1)
-        hours_prev = np.where(np.isnan(prev_event_ts), np.inf, (step_start_ts - prev_event_ts) / HOUR)
-        out[:, 0] = np.log1p(n_events) / 5.0
-        out[:, 1] = np.where(np.isinf(hours_prev), 1.0, np.log1p(np.maximum(hours_prev, 0.0)) / 10.0)
-        out[:, 2] = (far & in_step).sum(1) / n_step_items
-        out[:, 3] = (in_profile & in_step).sum(1) / n_step_items
-        out[:, 4] = np.where(size > 0, 1.0 - (prof_unit * step_unit).sum(1), 1.0)
-        out[:, 5] = entropy / math.log(max(self.n_items, 2))
-        out[:, 6] = np.log1p(size) / 8.0
-        out[:, 7] = np.log1p(mean_age) / 5.0
-        out[:, 8] = np.log1p(np.maximum(refresh_ts - profiles.updated_at, 0.0) / HOUR) / 10.0
-        out[:, 9] = np.log1p(prev_steps) / 5.0
-        return out.astype(np.float32)
+    def _features(self, *arrays: Any) -> np.ndarray:
+        """:func:`state_features` with this environment's embeddings and threshold."""
+        return state_features(self._emb, *arrays, new_taste_cosine=self.new_taste_cosine)
 
     # ---- rewards ---------------------------------------------------------------------------
 
@@ -529,11 +553,15 @@ class PolicyEnvironment:
             candidates = [update_profiles(a, current, step_ts, last_touch[local], refresh, self.fold_in_half_life_days)
                           for a in self.actions]
 
-            # targets: the user's items of the next step that are new at the refresh
-            nxt = self._steps[k + 1]
-            has_next = np.isin(local, nxt.users)
-            targets = ~np.isnan(nxt.dense_last_ts(local, self.n_items)) & np.isnan(last_touch[local])
-            scored = has_next & targets.any(1)
+            # targets: the user's new items the next time they act (the profile does not change
+            # until then, so that is when this refresh's graph is judged)
+            coming = self._next_active[k, local]
+            targets = np.zeros((local.size, self.n_items), dtype=bool)
+            for k2 in np.unique(coming[coming >= 0]):
+                group = np.flatnonzero(coming == k2)
+                later = ~np.isnan(self._steps[int(k2)].dense_last_ts(local[group], self.n_items))
+                targets[group] = later & np.isnan(last_touch[local[group]])
+            scored = targets.any(1)
             rewards = np.full((local.size, self.n_actions), np.nan, dtype=np.float32)
             rows = np.flatnonzero(scored)
             if rows.size:
@@ -901,3 +929,61 @@ def check_disjoint(train_users: Sequence[int] | np.ndarray, eval_users: Sequence
     if both.size:
         raise PolicyInputError(f"{both.size} users are in both the training and the evaluation users "
                                f"(e.g. {both[:5].tolist()}); split them with split_users")
+
+
+# --------------------------------------------------------------------------------------------
+# At refresh time
+
+
+#: What ``uig refresh`` does when no policy is registered (``fixed-shares-v1``).
+DEFAULT_ACTION = "rebuild"
+
+
+def refresh_decisions(
+    policy: QPolicy | None,
+    embeddings: np.ndarray,
+    last_touch: np.ndarray,
+    previous_refresh: float | None,
+    refresh_ts: float,
+    fold_in_half_life_days: float,
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """``(action names, profile weights [n, n_items], reasons)`` for dirty users at a refresh.
+
+    ``last_touch`` [n, n_items] is each item's last event time before ``refresh_ts`` (NaN =
+    never). Profiles are not stored between refreshes, so the profile before this refresh is the
+    ``rebuild`` profile of the items last touched before ``previous_refresh`` — exact while the
+    previous refresh rebuilt the user (the default rule), an approximation after other actions.
+    The step is every item touched since ``previous_refresh`` (one event per item: the tables keep
+    each item's last event). Without a policy, or before any refresh, every user gets
+    :data:`DEFAULT_ACTION`.
+    """
+    n = last_touch.shape[0]
+    since = -np.inf if previous_refresh is None else float(previous_refresh)
+    before = np.where(last_touch < since, last_touch, np.nan)
+    step_last_ts = np.where(last_touch >= since, last_touch, np.nan)
+    previous = rebuild_profiles(before, since if np.isfinite(since) else refresh_ts, fold_in_half_life_days)
+    by_name = {a.name: a for a in ACTIONS}
+    if policy is None or previous_refresh is None:
+        names = [DEFAULT_ACTION] * n
+        reasons = [("first refresh: every user is built from their whole history" if policy is not None else
+                    "no update policy registered: the default rule rebuilds every dirty user")] * n
+    else:
+        prev_event = np.where(np.isnan(before), -np.inf, before).max(axis=1)
+        states = state_features(embeddings, previous, step_last_ts, (~np.isnan(step_last_ts)).sum(1).astype(float),
+                                np.full(n, refresh_ts), np.full(n, since if np.isfinite(since) else refresh_ts),
+                                np.where(np.isfinite(prev_event), prev_event, np.nan), np.zeros(n))
+        names = [policy.action_names[int(a)] for a in policy.act(states)]
+        reasons = []
+        for row in range(n):
+            why = policy.feature_importance(states[row])
+            reasons.append(", ".join(f"{name} {states[row][FEATURE_NAMES.index(name)]:.2f} ({effect:+.3f})"
+                                     for name, effect in why["features"]))
+    weights = np.zeros_like(last_touch, dtype=np.float64)
+    for name in sorted(set(names)):
+        rows = np.flatnonzero(np.array(names) == name)
+        if name not in by_name:
+            raise PolicyInputError(f"the policy chose {name!r}, which this version of UIG cannot apply")
+        updated = update_profiles(by_name[name], previous.rows(rows), step_last_ts[rows], last_touch[rows],
+                                  refresh_ts, fold_in_half_life_days)
+        weights[rows] = updated.weights
+    return names, weights, reasons

@@ -38,7 +38,8 @@ class RefreshProgress:
     aggregated_as_of: datetime | None  # None: no aggregate has run
     aggregated_batch_seq: int
     refreshed_batch_seq: int | None  # None: never refreshed
-    refreshed_model_version: str | None  # the model the last completed refresh used
+    refreshed_model_version: str | None  # the models the last completed refresh used (GCN|policy)
+    refreshed_as_of: datetime | None  # the as-of of the last completed refresh
 
 
 def read_progress(spark: "SparkSession", lake: Lake) -> RefreshProgress:
@@ -51,6 +52,8 @@ def read_progress(spark: "SparkSession", lake: Lake) -> RefreshProgress:
         aggregated_batch_seq=int(aggregated.get(C.LAST_BATCH_SEQ) or 0),  # type: ignore[arg-type]
         refreshed_batch_seq=None if refreshed is None else int(refreshed[C.LAST_BATCH_SEQ]),  # type: ignore[arg-type]
         refreshed_model_version=None if refreshed is None else refreshed.get(C.MODEL_VERSION),  # type: ignore[arg-type]
+        refreshed_as_of=None if refreshed is None or refreshed.get(C.AS_OF) is None
+        else refreshed[C.AS_OF].replace(tzinfo=timezone.utc),  # type: ignore[union-attr]
     )
 
 
@@ -120,13 +123,16 @@ def write_edges(
     model_version: str,
     policy_version: str,
     upto_batch_seq: int,
+    models_marker: str | None = None,
 ) -> None:
     """Make ``users``' rows of ``gold.interest_edges`` equal ``edges`` (one MERGE, see
     :func:`spark_jobs.io.merge_interest_edges`), record them in ``gold.interest_history``, then
     move the ``refresh`` watermark to ``upto_batch_seq``.
 
-    ``edges`` has user_key, interest_type, interest_id, interest_name, weight, rank, explanation;
-    every row is stamped ``as_of`` (also its ``refreshed_at``: reruns give equal rows).
+    ``edges`` has user_key, interest_type, interest_id, interest_name, weight, rank, explanation,
+    update_action, update_reason; every row is stamped ``as_of`` (also its ``refreshed_at``: reruns
+    give equal rows). The watermark records ``models_marker`` (default ``model_version``): the
+    models this refresh used, so a change of either re-materialises the graph.
     """
     stamp = as_of.astimezone(timezone.utc).replace(tzinfo=None)
     stamped = edges.assign(**{
@@ -143,7 +149,7 @@ def write_edges(
                     [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True)
     crash_point("after_history")
     io.write_watermark(spark, lake, C.PIPELINE_REFRESH, last_batch_seq=upto_batch_seq, as_of=as_of, updated_at=as_of,
-                       model_version=model_version)
+                       model_version=models_marker or model_version)
     crash_point("after_watermark")
 
 

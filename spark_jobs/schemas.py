@@ -171,6 +171,8 @@ GOLD_INTEREST_EDGES = _s(
     (C.PREVIOUS_WEIGHT, DoubleType()),  # weight before the last refresh of this user; null for a new edge
     (C.MODEL_VERSION, StringType()),
     (C.POLICY_VERSION, StringType()),
+    (C.UPDATE_ACTION, StringType()),
+    (C.UPDATE_REASON, StringType()),
     (C.AS_OF, TimestampType()),
     (C.REFRESHED_AT, TimestampType()),  # the refresh's logical time (never the wall clock): reruns give equal rows
 )

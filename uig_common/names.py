@@ -121,6 +121,8 @@ EDGE_STATUS = "status"  # active | dropped (fell out at the last refresh of its 
 PREVIOUS_WEIGHT = "previous_weight"
 MODEL_VERSION = "model_version"
 POLICY_VERSION = "policy_version"
+UPDATE_ACTION = "update_action"  # the update policy's action for the user at the edge's refresh
+UPDATE_REASON = "update_reason"  # the state features that mattered most for that action
 REFRESHED_AT = "refreshed_at"
 COMMUNITY_ID = "community_id"
 NAME = "name"
@@ -163,6 +165,10 @@ INTEREST_TYPES = (INTEREST_GENRE, INTEREST_ENTITY, INTEREST_COMMUNITY, INTEREST_
 
 # --- registered models and baselines --------------------------------------------------------
 GCN_MODEL = "uig-gcn"  # MLflow registered model of the UIG GCN
+POLICY_MODEL = "uig-update-policy"  # MLflow registered model of the learned update policy
+#: The update rule refresh applies when no policy is registered: every dirty user rebuilt from
+#: their whole history with the GCN's own fold-in (the policy's ``rebuild`` action).
+DEFAULT_POLICY_VERSION = "fixed-shares-v1"
 #: Baselines of the rolling protocol, by the names `uig evaluate --rolling --models` takes.
 ROLLING_BASELINES = ("decayed-popularity", "recency-item-knn", "bpr-mf", "lightgcn", "sasrec")
 #: Steps of the rolling protocol (`uig evaluate --rolling --step`), in seconds.

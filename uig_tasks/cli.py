@@ -151,6 +151,8 @@ def cmd_user(args: argparse.Namespace) -> int:
             return
         print(f"refreshed as of {report['refreshed_as_of']}; model uig-gcn v{', v'.join(report['model_versions'])}; "
               f"policy {', '.join(report['policy_versions'])}")
+        if report.get("update_action"):
+            print(f"last refresh's update: {report['update_action']} — {report['update_reason']}")
         for kind, edges in report["interests"].items():
             print(f"\n{kind}")
             for edge in edges:
@@ -258,18 +260,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    from uig_tasks.policy import train_policy
+
+    result = train_policy(_config(args, **({"policy_gate_margin": args.margin} if args.margin is not None else {})),
+                          args.snapshot, episodes=args.episodes, seed=args.seed, step=args.step,
+                          held_out_share=args.held_out, run_name=args.run_name)
+
+    def human() -> None:
+        c = result["dqn_minus_best_fixed"]
+        print(f"{C.POLICY_MODEL} version {result['version']}: "
+              f"{'promoted to @' + C.CHAMPION_ALIAS if result['promoted'] else 'not promoted'} ({result['reason']})")
+        print(f"held-out users, test window, {result['eval_user_steps']} user-steps; mean reward (NDCG@10 of the next step):")
+        _print_table([{"policy": k, "mean reward": f"{v:.4f}"} for k, v in result["mean_reward"].items()],
+                     ["policy", "mean reward"])
+        print(f"dqn - best fixed action ({result['best_fixed']}): {c['diff']:+.4f} [{c['diff_lo']:+.4f}, {c['diff_hi']:+.4f}]")
+
+    _emit(args, result, human)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from uig_tasks import mlflow_store
 
     config = _config(args)
     if args.promote is not None:
-        previous = mlflow_store.set_champion(config, args.promote, reason=args.reason or "set by hand with `uig models --promote`")
-        print(f"@{C.CHAMPION_ALIAS} -> version {args.promote} (was {previous})")
-    rows = mlflow_store.list_versions(config)
+        previous = mlflow_store.set_champion(config, args.promote, model_name=args.model or C.GCN_MODEL,
+                                             reason=args.reason or "set by hand with `uig models --promote`")
+        print(f"{args.model or C.GCN_MODEL} @{C.CHAMPION_ALIAS} -> version {args.promote} (was {previous})")
+    if args.model is not None:
+        rows = mlflow_store.list_versions(config, args.model)
+    else:
+        rows = [{"model": name, **row} for name in (C.GCN_MODEL, C.POLICY_MODEL)
+                for row in mlflow_store.list_versions(config, name)]
 
     def human() -> None:
         if not rows:
-            print("no model versions yet: run `uig train`")
+            print("no model versions yet: run `uig train` (and `uig train-policy`)")
             return
         shown = [{k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows]
         _print_table(shown, list(rows[0]))
@@ -450,8 +477,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", choices=list(C.ROLLING_STEPS), default="1d", help="step of --rolling (default 1d)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("models", help="registered uig-gcn versions with gate decisions; --promote V moves @champion (rollback)")
-    p.add_argument("--promote", type=int, metavar="VERSION", help="point @champion at this version")
+    p = sub.add_parser("train-policy", help="learn the per-user update policy (DQN) on the validation window, evaluate it "
+                       "on held-out users of the test window, register it as uig-update-policy, gate it into @champion")
+    p.add_argument("--episodes", type=int, default=10, help="replays of the training window (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step", choices=list(C.ROLLING_STEPS), default="1d", help="refresh interval replayed (default 1d)")
+    p.add_argument("--held-out", type=float, default=0.3, help="share of users held out for the evaluation (default 0.3)")
+    p.add_argument("--snapshot", type=Path, help="training snapshot folder (default: the newest under DATA_ROOT/snapshots)")
+    p.add_argument("--margin", type=float, help="gate margin in mean reward (default: config policy_gate_margin)")
+    p.add_argument("--run-name", help="MLflow run name")
+    p.set_defaults(func=cmd_train_policy)
+
+    p = sub.add_parser("models", help="registered versions (uig-gcn, uig-update-policy) with gate decisions; "
+                       "--promote V moves @champion (rollback)")
+    p.add_argument("--model", choices=[C.GCN_MODEL, C.POLICY_MODEL], help="one registered model (default: both)")
+    p.add_argument("--promote", type=int, metavar="VERSION", help="point @champion at this version (of --model, default uig-gcn)")
     p.add_argument("--reason", help="why (stored as a version tag)")
     p.set_defaults(func=cmd_models)
 

@@ -53,6 +53,7 @@ class UigConfig:
     # A new model version becomes @champion only if its validation score beats the champion's
     # (re-scored on the same window) by at least this much.
     gate_margin: float = 0.002
+    policy_gate_margin: float = 0.001  # mean reward (NDCG@10) a new update policy must add over @champion
     mlflow_experiment: str = "uig"
     # How long a task that writes tables waits for another one holding the data root's writer
     # lock (uig_tasks.locking) before it fails with DataRootBusyError.
@@ -131,6 +132,8 @@ class UigConfig:
             raise ConfigError(f"max_dirty_fraction must lie in [0, 1], got {self.max_dirty_fraction}")
         if self.gate_margin < 0:
             raise ConfigError(f"gate_margin must be >= 0, got {self.gate_margin}")
+        if self.policy_gate_margin < 0:
+            raise ConfigError(f"policy_gate_margin must be >= 0, got {self.policy_gate_margin}")
         if self.future_tolerance_seconds < 0:
             raise ConfigError("future_tolerance_seconds must be >= 0")
         if self.lock_timeout_seconds < 0:

@@ -54,8 +54,18 @@ def user_report(config: UigConfig, user: str) -> dict[str, Any]:
         "refreshed_as_of": max(stamps).isoformat() if stamps else None,
         "model_versions": sorted({r[C.MODEL_VERSION] for r in rows}),
         "policy_versions": sorted({r[C.POLICY_VERSION] for r in rows}),
+        "update_action": _latest(rows, C.UPDATE_ACTION),
+        "update_reason": _latest(rows, C.UPDATE_REASON),
         "interests": interests,
     }
+
+
+def _latest(rows: list[dict[str, Any]], column: str) -> str | None:
+    """``column`` of the user's most recently refreshed active edge (what the last refresh did)."""
+    from uig_common import names as C
+
+    active = [r for r in rows if r[C.EDGE_STATUS] == C.EDGE_ACTIVE and r.get(column)]
+    return max(active, key=lambda r: r[C.AS_OF])[column] if active else None
 
 
 def edge_change(row: dict[str, Any]) -> str:

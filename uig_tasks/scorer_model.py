@@ -80,16 +80,26 @@ def _save_state(state: Mapping[str, Any], path: Path) -> None:
         ) from exc
 
 
-def _signature():
+def _signature(model_name: str):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array
 
+    if model_name == C.POLICY_MODEL:  # a user's state features in, the update action out
+        return ModelSignature(inputs=Schema([ColSpec(Array(DataType.double), "state")]),
+                              outputs=Schema([ColSpec(DataType.string, "action")]))
     return ModelSignature(
         inputs=Schema([ColSpec(Array(DataType.string), "history")]),
         outputs=Schema([ColSpec(Array(DataType.string), "items"), ColSpec(Array(DataType.double), "scores")]),
         params=ParamSchema([ParamSpec("k", DataType.long, DEFAULT_K)]),
     )
+
+
+def _input_example(model_name: str, state: Mapping[str, Any]) -> Any:
+    """What MLflow serves once right after logging (a smoke test that only warns on failure)."""
+    if model_name == C.POLICY_MODEL:
+        return pd.DataFrame({"state": [[0.0] * len(state.get("feature_names", []))]})
+    return (pd.DataFrame({"history": [[]]}), {"k": DEFAULT_K})  # a user without history: valid for every catalog
 
 
 def _pip_requirements() -> list[str]:
@@ -112,7 +122,7 @@ class _DropPickleWarning(logging.Filter):
         return "Passing a Python object as `python_model`" not in record.getMessage()
 
 
-def _log_model(state_path: Path, model_name: str) -> int:
+def _log_model(state_path: Path, model_name: str, state: Mapping[str, Any]) -> int:
     """Log the pyfunc model into the active run and register it; the new version number."""
     import mlflow
 
@@ -124,10 +134,8 @@ def _log_model(state_path: Path, model_name: str) -> int:
             name="model",
             python_model=_model_class()(),
             artifacts={STATE_ARTIFACT: str(state_path)},
-            signature=_signature(),
-            # A user without history: valid for every catalog. MLflow serves it once right after
-            # logging (a smoke test that only warns on failure).
-            input_example=(pd.DataFrame({"history": [[]]}), {"k": DEFAULT_K}),
+            signature=_signature(model_name),
+            input_example=_input_example(model_name, state),
             pip_requirements=_pip_requirements(),
             registered_model_name=model_name,
         )
@@ -156,7 +164,7 @@ def log_candidate(
     with tempfile.TemporaryDirectory(prefix="uig-model-") as tmp:
         state_path = Path(tmp) / "state.pt"
         _save_state(record.state, state_path)
-        run_id, version = store.log_run(config, record, lambda: _log_model(state_path, model_name),
+        run_id, version = store.log_run(config, record, lambda: _log_model(state_path, model_name, record.state),
                                         experiment=experiment, run_name=run_name)
     log.info("logged run %s, registered %s version %d", run_id, model_name, version)
     return run_id, version
@@ -222,7 +230,8 @@ def _build_model_class() -> type:
     from mlflow.pyfunc import PythonModel
 
     class UigScorerModel(PythonModel):
-        """Serving wrapper: ``history`` column (item ids per row) -> top-``k`` ``items`` and ``scores``.
+        """Serving wrapper: ``history`` column (item ids per row) -> top-``k`` ``items`` and ``scores``;
+        for an update policy, ``state`` column (feature vectors) -> ``action``.
 
         ``load_context`` loads the state with ``weights_only=True`` and rebuilds the scorer through
         ``state["loader"]``, which must satisfy :class:`ServingScorer`.
@@ -235,6 +244,12 @@ def _build_model_class() -> type:
             self.scorer = resolve_loader(str(state.get("loader")))(state)
 
         def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+            if hasattr(self.scorer, "act"):  # an update policy: state features -> action name
+                import numpy as np
+
+                states = np.array([list(s) for s in model_input["state"]], dtype=np.float32)
+                names = self.scorer.action_names
+                return pd.DataFrame({"action": [names[int(a)] for a in self.scorer.act(states)]})
             k = int((params or {}).get("k", DEFAULT_K))
             if k < 1:
                 raise RegistryError(f"k must be >= 1, got {k}")

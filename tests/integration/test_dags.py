@@ -129,8 +129,9 @@ def test_uig_train_wiring(dagbag: Any) -> None:
         "train": {"build_graph"},
         "evaluate": {"build_graph", "train"},
         "gate": {"build_graph", "train", "evaluate"},
+        "train_policy": {"build_graph", "gate"},
     }
-    assert {t.task_id for t in dag.tasks if t.pool == "gpu"} == {"encode", "train", "evaluate"}
+    assert {t.task_id for t in dag.tasks if t.pool == "gpu"} == {"encode", "train", "evaluate", "train_policy"}
     params = copy.deepcopy(dag.params)
     with pytest.raises(ParamValidationError):
         params.get_param("evaluate_models").resolve(value=["uig-gcn", "random"])
@@ -283,12 +284,12 @@ def test_uig_train_dag_test_registers_and_gates(dagbag: Any, trainable_config: U
     from uig_tasks import mlflow_store
 
     conf = {"data_root": str(trainable_config.data_root), "epochs": 2, "dim": 16,
-            "evaluate_models": ["uig-gcn", "most-popular"]}
+            "evaluate_models": ["uig-gcn", "most-popular"], "policy_episodes": 1}
     run = dagbag.dags["uig_train"].test(logical_date=datetime(2026, 1, 5, tzinfo=timezone.utc), run_conf=conf)
 
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == DagRunState.SUCCESS, f"run {run.run_id} ended {run.state}: {states}"
-    assert set(states.values()) == {TaskInstanceState.SUCCESS} and len(states) == 5
+    assert set(states.values()) == {TaskInstanceState.SUCCESS} and len(states) == 6
 
     ti = run.get_task_instance("gate")
     encoded, trained, evaluated, gated = (ti.xcom_pull(task_ids=t) for t in ("encode", "train", "evaluate", "gate"))
@@ -297,6 +298,10 @@ def test_uig_train_dag_test_registers_and_gates(dagbag: Any, trainable_config: U
     assert set(evaluated) == {"uig-gcn v1", "most-popular"}
     assert gated["promoted"] and gated["version"] == 1
     assert mlflow_store.list_versions(trainable_config)[0]["aliases"] == "champion"
+    policy = run.get_task_instance("train_policy").xcom_pull(task_ids="train_policy")
+    assert policy["version"] == 1 and policy["promoted"]  # the first policy has no champion to beat
+    assert {"dqn", "bandit", "fixed:rebuild", "fixed:keep"} <= set(policy["mean_reward"])
+    assert mlflow_store.list_versions(trainable_config, "uig-update-policy")[0]["aliases"] == "champion"
 
 
 @pytest.mark.integration

@@ -130,8 +130,8 @@ def test_edges_that_fall_out_are_marked_dropped_then_deleted(spark, tmp_path) ->
 
     def refresh(day: int, weights: dict[str, float], version: str = "1") -> None:
         as_of = datetime(2020, 1, day, tzinfo=timezone.utc)
-        rows = [("u", "genre", g, g, w, r, f"{g} ←", "active", None, version, "p", as_of.replace(tzinfo=None),
-                 as_of.replace(tzinfo=None)) for r, (g, w) in enumerate(weights.items(), start=1)]
+        rows = [("u", "genre", g, g, w, r, f"{g} ←", "active", None, version, "p", "rebuild", "default rule",
+                 as_of.replace(tzinfo=None), as_of.replace(tzinfo=None)) for r, (g, w) in enumerate(weights.items(), start=1)]
         users = spark.createDataFrame([("u",)], [C.USER_KEY])
         io.merge_interest_edges(spark, config.lake, spark.createDataFrame(rows, schema), users, as_of)
 
@@ -218,3 +218,41 @@ def test_moving_the_champion_re_materialises_every_user(spark, refreshed) -> Non
     }
     communities = io.read_table(spark, config.lake, C.GOLD_INTEREST_COMMUNITIES)
     assert {r[0] for r in communities.select(C.MODEL_VERSION).distinct().collect()} <= {"1"}
+
+
+@pytest.mark.slow
+def test_the_update_policy_is_applied_per_user_recorded_on_edges_and_rolled_back(spark, refreshed, capsys) -> None:
+    """`uig train-policy` registers and gates a policy; refresh applies it per dirty user; a policy
+    rollback re-materialises every user like a GCN rollback."""
+    from uig_tasks import mlflow_store
+    from uig_tasks.policy import train_policy
+
+    config = refreshed["config"]
+    stamped = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).where(f"{C.EDGE_STATUS} = 'active'")
+    assert {r[0] for r in stamped.select(C.POLICY_VERSION).distinct().collect()} == {C.DEFAULT_POLICY_VERSION}
+
+    first = train_policy(config, episodes=1, seed=0)
+    assert first["version"] == 1 and first["promoted"] and first["eval_user_steps"] > 0
+    assert {"dqn", "bandit", "fixed:rebuild", "fixed:keep"} <= set(first["mean_reward"])
+    applied = run_refresh(config)
+    assert applied["mode"] == "full" and applied["policy_version"] == f"{C.POLICY_MODEL} v1"
+    assert sum(applied["actions"].values()) == applied["dirty_users"]
+    active = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).where(f"{C.EDGE_STATUS} = 'active'")
+    rows = active.select(C.POLICY_VERSION, C.UPDATE_ACTION, C.UPDATE_REASON).distinct().collect()
+    assert {r[0] for r in rows} == {f"{C.POLICY_MODEL} v1"} and all(r[1] and r[2] for r in rows)
+    assert run_refresh(config)["mode"] == "noop"  # same models, nothing new
+
+    assert main(["--data-root", str(config.data_root), "--json", "user", refreshed["raw_ids"][0]]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["update_action"] and report["update_reason"]
+    assert main(["--data-root", str(config.data_root), "--json", "models", "--model", C.POLICY_MODEL]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["aliases"] == "champion"
+
+    second = train_policy(config, episodes=1, seed=1)
+    mlflow_store.set_champion(config, second["version"], model_name=C.POLICY_MODEL, reason="test: other policy")
+    assert run_refresh(config)["policy_version"] == f"{C.POLICY_MODEL} v{second['version']}"
+    mlflow_store.set_champion(config, 1, model_name=C.POLICY_MODEL, reason="test: rollback")
+    back = run_refresh(config)
+    assert back["mode"] == "full" and back["policy_version"] == f"{C.POLICY_MODEL} v1"
+    active = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).where(f"{C.EDGE_STATUS} = 'active'")
+    assert {r[0] for r in active.select(C.POLICY_VERSION).distinct().collect()} == {f"{C.POLICY_MODEL} v1"}

@@ -6,7 +6,7 @@ import pytest
 
 from uig_tasks.cli import build_parser, main
 
-COMMANDS = [[], ["data"], ["data", "prepare"], ["data", "synth"], ["ingest"], ["aggregate"], ["encode"], ["train"], ["evaluate"], ["models"], ["refresh"], ["user"], ["recommend"], ["tables"], ["quarantine"], ["demo"]]
+COMMANDS = [[], ["data"], ["data", "prepare"], ["data", "synth"], ["ingest"], ["aggregate"], ["encode"], ["train"], ["train-policy"], ["evaluate"], ["models"], ["refresh"], ["user"], ["recommend"], ["tables"], ["quarantine"], ["demo"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "uig")

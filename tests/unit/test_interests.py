@@ -178,3 +178,22 @@ def test_the_history_part_follows_the_models_recency(scorer):
     assert by_type(recent)["genre:B"] > 0.99  # the model weighs the newest item: the graph moves at once
     assert by_type(flat)["genre:A"] == pytest.approx(0.75)  # without recency the old taste still leads
     assert scorer.recency_of([0.0, DAY]) == [1.0, 1.0]  # inf: every item alike
+
+
+def test_edges_carry_the_update_policys_action_and_reason(scorer):
+    import dataclasses
+
+    from models.interests import with_update_policy
+
+    scorer.config = dataclasses.replace(scorer.config, fold_in_half_life_days=1.0)
+    user = UserHistory("dave", ("i0", "i1", "i7"), (1.0, 1.0, 1.0), ages_seconds=(9 * DAY, 9 * DAY, 3600.0))
+    refresh = 100 * DAY
+    [ready] = with_update_policy([user], scorer, None, refresh - DAY, refresh)
+    assert ready.update_action == "rebuild" and "default rule" in ready.update_reason
+    assert ready.profile[2] == 1.0 and ready.profile[0] < 0.01  # the default rule: the model's own recency
+    edges = interest_edges(scorer, [ready], topics(), TITLES, InterestSettings(beta=0.0, min_weight=0.0))
+    assert set(edges["update_action"]) == {"rebuild"} and edges["update_reason"].notna().all()
+    genres = edges[edges.interest_type == "genre"].set_index("interest_id")["weight"]
+    assert genres["genre:B"] > 0.95  # the profile, not the flat affinities, sets the attention
+    with pytest.raises(ValueError, match="age"):
+        with_update_policy([UserHistory("eve", ("i0",), (1.0,))], scorer, None, None, refresh)

@@ -329,3 +329,27 @@ def test_with_the_real_scorer_the_rebuild_profile_scores_as_the_model_folds_in(e
     torch.testing.assert_close(from_profile, scorer.score_at(np.arange(N_STABLE + N_DRIFT), before, t))
     reps = list(env.replay(ACTION["rebuild"], counterfactual=False))
     assert reps and all(np.isfinite(rep.chosen_rewards).all() for rep in reps)
+
+
+def test_refresh_decisions_apply_the_policy_or_the_default_rule(dqn):
+    from models.update_policy import DEFAULT_ACTION, refresh_decisions
+
+    policy, _ = dqn
+    embeddings = ClusterScorer().item_embeddings().double().numpy()
+    last_touch = np.full((2, N_ITEMS), np.nan)
+    last_touch[:, [item(0, k) for k in range(4)]] = START - 5 * DAY  # home cluster, long ago
+    last_touch[:, [item(3, k) for k in range(3)]] = START + HOUR  # a new cluster since the last refresh
+    refresh = START + DAY
+    names, weights, reasons = refresh_decisions(None, embeddings, last_touch, START, refresh, 1.0)
+    assert names == [DEFAULT_ACTION] * 2 and "default rule" in reasons[0]
+    assert (weights[:, item(3, 0)] == 1).all() and (weights[:, item(0, 0)] < 0.1).all()  # rebuilt, by recency
+    names, weights, reasons = refresh_decisions(policy, embeddings, last_touch, START, refresh, 1.0)
+    assert set(names) <= {a.name for a in ACTIONS} and all(r.count("(") == 3 for r in reasons)  # top-3 features
+    by_name = {a.name: a for a in ACTIONS}
+    for row, name in enumerate(names):
+        if by_name[name].kind == "keep":
+            assert np.isnan(last_touch[row]).sum() and weights[row, item(3, 0)] == 0  # the step is not admitted
+        else:
+            assert weights[row, item(3, 0)] > 0
+    first, _, why = refresh_decisions(policy, embeddings, last_touch, None, refresh, 1.0)
+    assert first == [DEFAULT_ACTION] * 2 and "first refresh" in why[0]
