@@ -3,7 +3,7 @@
 The environment, actions, state and reward are those of ``models/update_policy.py`` (its module
 docstring): at each refresh every dirty user gets one of ten profile updates; the reward is
 NDCG@10 of the updated profile's ranking (the fitted UIG GCN's ``score_profiles``) against the
-user's new items of the next step; the replay is counterfactual, so every policy is measured on
+user's new items the next time they act; the replay is counterfactual, so every policy is measured on
 the same user-steps.
 
 Protocol — a policy is trained on earlier steps with one set of users and evaluated on later
@@ -62,7 +62,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, stamp, write_section  # noqa: E402
 from bench.quality import fit_uig, item_text_embeddings, item_topics_frame, load_data  # noqa: E402
-from models import update_policy as up  # noqa: E402
 from models.evaluation import ValidationSet, temporal_split  # noqa: E402
 from models.graph import train_window_graph  # noqa: E402
 from models.rolling import paired_bootstrap  # noqa: E402
@@ -88,42 +87,6 @@ HELD_OUT = 0.3
 N_BOOT = 2000
 FAST = tuple(a.name for a in ACTIONS if a.name == "rebuild" or a.name.startswith(("decay_1h_", "decay_1d_")))
 REBUILD_LABEL = "rebuild (= fixed-shares-v1, today's rule)"
-
-
-# --------------------------------------------------------------------------------------------
-# A guard for the replay's next-step targets
-
-
-def _dense_last_ts(self: Any, local_users: np.ndarray, n_items: int) -> np.ndarray:
-    """[len(local_users), n_items] latest time of each item in the step; NaN rows for users
-    without events in it (the replay asks the next step about every user dirty now)."""
-    local_users = np.asarray(local_users, dtype=np.int64)
-    out = np.full((local_users.size, n_items), np.nan)
-    if local_users.size == 0 or self.users.size == 0:
-        return out
-    order = np.argsort(local_users, kind="stable")
-    ordered = local_users[order]
-    pos = np.minimum(np.searchsorted(ordered, self.users), ordered.size - 1)
-    row_of = np.where(ordered[pos] == self.users, order[pos], -1)
-    target = row_of[self.pair_row]
-    keep = target >= 0
-    out[target[keep], self.pair_item[keep]] = self.pair_last_ts[keep]
-    return out
-
-
-def _guard_step_lookup() -> bool:
-    """Use :func:`_dense_last_ts` when the library's lookup fails for a user past the step's last
-    user (an IndexError in ``_StepEvents.dense_last_ts``); returns whether it was needed."""
-    probe = up._StepEvents(0.0, 1.0, np.array([0]), np.array([1]), np.array([0.5]), np.array([0]),
-                           np.array([1]), np.array([0.5]))
-    try:
-        got = probe.dense_last_ts(np.array([0, 2]), 3)
-        if got[0, 1] == 0.5 and np.isnan(got[1]).all():
-            return False
-    except IndexError:
-        pass
-    up._StepEvents.dense_last_ts = _dense_last_ts
-    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,8 +391,8 @@ def shift_table(out: dict[str, Any]) -> list[str]:
     pct = lambda v: "–" if math.isnan(v) else f"{v:.0%}"  # noqa: E731
     lines = [f"{a['n_candidates']} held-out shifted users have their first dirty step after the shift inside the "
              f"evaluation window, {a['n_first_dirty']} of them at a decision refresh (the window's last step only "
-             f"supplies targets); {a['n_first']} of those steps are scored user-steps (the user is back with new items "
-             f"the next day). Because so few are scored, the share is also given over every dirty user-step (the "
+             f"supplies targets); {a['n_first']} of those steps are scored user-steps (the user comes back with new items "
+             f"inside the window). Because so few are scored, the share is also given over every dirty user-step (the "
              f"action is taken whether or not the step is scored). Fast-forgetting actions: {', '.join(FAST)}.", "",
              f"| policy | fast action, first step after a shift: scored (n = {a['n_first']}) "
              f"| … all dirty (n = {a['n_first_dirty']}) | other scored user-steps (n = {a['n_other']}) "
@@ -490,7 +453,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.perf_counter()
-    guarded = _guard_step_lookup()
     candidates = candidates_for(args.quick)
     ml = movielens(args.quick, candidates)
     ml["title"] = "MovieLens-100k"
@@ -509,17 +471,14 @@ def main(argv: list[str] | None = None) -> int:
         "Protocol (`models/update_policy.py`): at each refresh every dirty user gets one of ten profile updates "
         "(keep, rebuild, decay with half-life 1 h / 1 d / 7 d / ∞ admitting the step's top-3 or all items); reward = "
         "NDCG@10 of the updated profile's ranking (the fitted UIG GCN, full catalog, earlier items masked) against the "
-        "user's new items of the next step; counterfactual replay, so every policy is scored on the same user-steps. "
+        "user's new items the next time they act (their next step with events); counterfactual replay, so every policy is scored on the same user-steps. "
         "The policies train on an earlier window with training users and are evaluated on a later window with "
         "held-out users only (`split_users`, 30 % held out, seed 0, disjointness checked). The bandit is the same "
         "network, loop and settings with γ = 0. `rebuild` is today's production rule `fixed-shares-v1` (every dirty "
         "user recomputed from the full history with the model's own recency fold-in). Differences are paired "
         f"bootstrap 95 % intervals ({N_BOOT:,} resamples of user-steps) against the best fixed action, which is "
         "picked on the evaluation user-steps themselves (this favours it). DQN settings tried: "
-        + ", ".join(candidates) + " — chosen per environment on its training window only."
-        + (" The replay's next-step lookup fails for a user past the next step's last dirty user "
-           "(IndexError in `_StepEvents.dense_last_ts`); this run replaces that lookup with one that leaves such "
-           "users without targets (they are not scored either way)." if guarded else ""), "",
+        + ", ".join(candidates) + " — chosen per environment on its training window only.", "",
         "### MovieLens-100k", "", ml["protocol"], "", *ml["selection"], "", train_line(ml), "", *result_table(ml), "", action_mix(ml), "",
         *verdict(ml), "",
         "### Drift simulator (SYNTHETIC)", "", sim["protocol"], "", *sim["selection"], "", train_line(sim), "", *result_table(sim), "",

@@ -19,7 +19,6 @@ touched), so a fit is reproducible on the same machine and thread count.
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import torch

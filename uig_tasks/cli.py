@@ -271,7 +271,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         c = result["dqn_minus_best_fixed"]
         print(f"{C.POLICY_MODEL} version {result['version']}: "
               f"{'promoted to @' + C.CHAMPION_ALIAS if result['promoted'] else 'not promoted'} ({result['reason']})")
-        print(f"held-out users, test window, {result['eval_user_steps']} user-steps; mean reward (NDCG@10 of the next step):")
+        print(f"held-out users, test window, {result['eval_user_steps']} user-steps; mean reward (NDCG@10 on the user's next active step):")
         _print_table([{"policy": k, "mean reward": f"{v:.4f}"} for k, v in result["mean_reward"].items()],
                      ["policy", "mean reward"])
         print(f"dqn - best fixed action ({result['best_fixed']}): {c['diff']:+.4f} [{c['diff_lo']:+.4f}, {c['diff_hi']:+.4f}]")
