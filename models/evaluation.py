@@ -49,6 +49,7 @@ from models.interactions import (
 )
 
 __all__ = [
+    "ranking_metrics",
     "COLUMNS",
     "EmptyEvaluationError",
     "EvaluationInputError",
@@ -179,6 +180,13 @@ def _metrics_from_hits(hits: Tensor, n_rel: Tensor, k: int) -> dict[str, Tensor]
         "hit": (found > 0).double(),
         "precision": found / k,
     }
+
+
+def ranking_metrics(ranked: Tensor, relevant: Tensor, k: int) -> dict[str, Tensor]:
+    """Every per-user metric of :data:`METRICS` at ``k`` for ranked lists [B, ≥k] (-1 = no item)
+    against a bool [B, n_items] relevance matrix — the one definition every protocol uses."""
+    hits, n_rel = _hits(ranked, relevant)
+    return _metrics_from_hits(hits, n_rel, k)
 
 
 def recall_at_k(ranked_or_scores: Tensor, relevant: Tensor | Sequence[Collection[int]], k: int) -> Tensor:

@@ -35,7 +35,7 @@ from torch import Tensor
 from uig_common.errors import InputError
 from uig_common.names import ROLLING_STEPS
 
-from models.evaluation import rank_items
+from models.evaluation import rank_items, ranking_metrics
 from models.interactions import History, Interactions
 
 __all__ = [
@@ -182,13 +182,8 @@ def _metrics(scores: Tensor, mask_rows: Tensor, mask_items: Tensor, relevant: Te
         raise RollingInputError("a model returned non-finite scores")
     scores[mask_rows, mask_items] = float("-inf")
     ranked = rank_items(scores, 20)
-    hits = relevant.gather(1, ranked.clamp_min(0)) & (ranked >= 0)
-    n_rel = relevant.sum(1).double()
-    discounts = 1.0 / torch.log2(torch.arange(2, 12, dtype=torch.float64))
-    dcg = (hits[:, :10].double() * discounts[: min(10, hits.size(1))]).sum(1)
-    ideal = torch.cat([torch.zeros(1, dtype=torch.float64), discounts.cumsum(0)])[n_rel.clamp(max=10).long()]
-    ndcg = (dcg / ideal).numpy()
-    recall = (hits.double().sum(1) / n_rel).numpy()  # over all of the step's new items, as models.evaluation
+    ndcg = ranking_metrics(ranked, relevant, 10)["ndcg"].numpy()
+    recall = ranking_metrics(ranked, relevant, 20)["recall"].numpy()  # over all the step's new items
     top10 = torch.full((ranked.size(0), 10), -1, dtype=torch.long)
     top10[:, : min(10, ranked.size(1))] = ranked[:, :10]
     return ndcg, recall, top10.numpy()

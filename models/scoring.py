@@ -207,12 +207,6 @@ class UigGCNScorer:
         """The user-independent part of the score: bias + λ · prior, [n_items]."""
         return self.model.item_bias.detach() + self.config.prior_weight * self.prior
 
-    def user_vectors(self, users: Tensor, history: History) -> Tensor:
-        """Fold-in without times: the mean final embedding of each user's history items (zeros
-        without history). :meth:`score_at` and :meth:`recommend` weigh items by recency."""
-        rows, items = history.pairs(users)
-        return fold_in(torch.stack([rows, items]), None, self.item_embeddings(), len(users))
-
     def recency_of(self, ages_seconds: Sequence[float]) -> list[float]:
         """One user's recency weights of history items of these ages (newest = 1), as the fold-in weighs them."""
         ages = np.asarray(ages_seconds, dtype=np.float64)

@@ -65,7 +65,7 @@ from torch import Tensor, nn
 from uig_common.errors import InputError
 from uig_common.timeutil import SECONDS_PER_DAY, decay_factor
 
-from models.evaluation import rank_items
+from models.evaluation import rank_items, ranking_metrics
 from models.interactions import Interactions
 from models.rolling import paired_bootstrap
 from models.scoring import popularity_prior
@@ -511,13 +511,7 @@ class PolicyEnvironment:
         scores = scores.detach().to("cpu", torch.float32).clone()
         scores[torch.from_numpy(seen)] = float("-inf")
         ranked = rank_items(scores, 10)
-        relevant = torch.from_numpy(targets)
-        hits = relevant.gather(1, ranked.clamp_min(0)) & (ranked >= 0)
-        discounts = 1.0 / torch.log2(torch.arange(2, 2 + ranked.size(1), dtype=torch.float64))
-        dcg = (hits.double() * discounts).sum(1)
-        ideal_cum = torch.cat([torch.zeros(1, dtype=torch.float64), discounts.cumsum(0)])
-        n_rel = relevant.sum(1).clamp(max=ranked.size(1))
-        return (dcg / ideal_cum[n_rel].clamp_min(1e-12)).numpy()
+        return ranking_metrics(ranked, torch.from_numpy(targets), 10)["ndcg"].numpy()
 
     # ---- replay ----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from models.baselines import BPRMF
+from models.baselines import BPRMF, BaselineInputError
 from models.evaluation import evaluate
 from models.graph import train_window_graph
 from models.interactions import History, Interactions, temporal_split
@@ -142,7 +142,7 @@ def test_fold_in_modes_of_a_trained_baseline():
     unseen = FoldInRecommender(bpr, 1.0, "unseen").score_at(users, later, 700.0)
     assert torch.allclose(all_users[1], unseen[1])  # u10 never trained: folded in both ways
     assert not torch.allclose(all_users[0], unseen[0])  # u9 trained: its vector, or its fresh history
-    with pytest.raises(Exception):
+    with pytest.raises(BaselineInputError, match="fold_in"):
         FoldInRecommender(bpr, 1.0, "sometimes")
 
 
