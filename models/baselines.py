@@ -196,10 +196,11 @@ class BPRMF:
         patience: int = 3,
         metric: str = "ndcg@10",
         seed: int = 0,
+        device: str = "cpu",
     ) -> None:
         check_training_args(epochs, batch_size, patience, dim, metric, BaselineInputError)
         self.dim, self.epochs, self.batch_size, self.lr, self.reg = dim, epochs, batch_size, lr, reg
-        self.patience, self.metric, self.seed = patience, metric, seed
+        self.patience, self.metric, self.seed, self.device = patience, metric, seed, torch.device(device)
         self.model: MatrixFactorization | None = None
         self.known: Tensor | None = None
         self.report = FitReport()
@@ -209,14 +210,14 @@ class BPRMF:
         generator = torch.Generator().manual_seed(self.seed)
         history = train.history()
         self.known = torch.from_numpy(history.lengths() > 0)
-        self.model = MatrixFactorization(train.n_users, train.n_items, self.dim, generator)
+        self.model = MatrixFactorization(train.n_users, train.n_items, self.dim, generator).to(self.device)
         sampler = BPRSampler(history, generator)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
         model = self.model
 
         def run_epoch() -> float:
             total = 0.0
-            for u, i, j in sampler.epoch(self.batch_size):
+            for u, i, j in sampler.epoch(self.batch_size, self.device):
                 pu, qi, qj = model.user(u), model.item(i), model.item(j)
                 loss = bpr_loss((pu * qi).sum(-1), (pu * qj).sum(-1), (pu, qi, qj), self.reg)
                 optimizer.zero_grad()
@@ -234,8 +235,8 @@ class BPRMF:
             raise NotFittedError("BPRMF.score called before fit")
         _check_history(history, self.model.item.num_embeddings, "BPRMF")
         with torch.no_grad():
-            items = self.model.item.weight
-            vectors = _fold_in(users, history, self.model.user.weight, items, self.known)
+            items = self.model.item.weight.cpu()
+            vectors = _fold_in(users, history, self.model.user.weight.cpu(), items, self.known)
             return vectors @ items.T
 
 
@@ -273,12 +274,14 @@ class LightGCNBaseline:
         patience: int = 3,
         metric: str = "ndcg@10",
         seed: int = 0,
+        device: str = "cpu",
     ) -> None:
         check_training_args(epochs, batch_size, patience, dim, metric, BaselineInputError)
         if num_layers < 0:
             raise BaselineInputError(f"num_layers must be >= 0, got {num_layers}")
         self.dim, self.num_layers, self.epochs, self.batch_size = dim, num_layers, epochs, batch_size
         self.lr, self.reg, self.patience, self.metric, self.seed = lr, reg, patience, metric, seed
+        self.device = torch.device(device)
         self.model: LightGCN | None = None
         self.adjacency: Tensor | None = None
         self.known: Tensor | None = None
@@ -292,17 +295,18 @@ class LightGCNBaseline:
         history = train.history()
         self.n_users = train.n_users
         self.known = torch.from_numpy(history.lengths() > 0)
-        self.adjacency = adjacency = user_item_adjacency(history)
+        self.adjacency = adjacency = user_item_adjacency(history).to(self.device)
         with torch.random.fork_rng(devices=[]):  # LightGCN's own init draws from the global RNG
             self.model = model = LightGCN(train.n_users + train.n_items, self.dim, self.num_layers, normalize=False)
         nn.init.xavier_uniform_(model.embedding.weight, generator=generator)  # PyG's init, seeded
+        model.to(self.device)
         sampler = BPRSampler(history, generator)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         offset = train.n_users
 
         def run_epoch() -> float:
             total = 0.0
-            for u, i, j in sampler.epoch(self.batch_size):
+            for u, i, j in sampler.epoch(self.batch_size, self.device):
                 label_index = torch.cat([torch.stack([u, i + offset]), torch.stack([u, j + offset])], dim=1)
                 pos, neg = model(adjacency, label_index).chunk(2)
                 loss = bpr_loss(pos, neg, (model.embedding.weight[label_index.unique()],), self.reg)
@@ -325,7 +329,7 @@ class LightGCNBaseline:
             raise NotFittedError("LightGCNBaseline used before fit")
         if self._final is None:
             with torch.no_grad():
-                out = self.model.get_embedding(self.adjacency)
+                out = self.model.get_embedding(self.adjacency).cpu()
             self._final = (out[: self.n_users], out[self.n_users :])
         return self._final
 

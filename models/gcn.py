@@ -23,7 +23,7 @@ user vectors, :func:`score` ranks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -31,26 +31,12 @@ from torch_geometric.data import HeteroData
 from uig_common.errors import InputError
 
 from models.graph import ITEM_ENTITY, ITEM_GENRE, USER_ITEM
-from models.propagation import normalized_adjacency, row_normalized
+from models.propagation import csr_from_parts, normalized_adjacency, row_normalized, sparse_matmul
 
 __all__ = ["EDGE_WEIGHTS", "InterestGCN", "PropagationGraph", "interest_adjacency", "score", "topic_edges"]
 
 #: How user–item edges weigh in propagation: the graph's time-decayed affinity, or 1 each.
 EDGE_WEIGHTS = ("affinity", "unit")
-
-
-class _SparseMatmul(torch.autograd.Function):
-    """``a @ h`` for a constant sparse ``a`` whose transpose ``a_t`` is given (CSR too), so the
-    backward pass is one more CSR product instead of a transpose per step."""
-
-    @staticmethod
-    def forward(ctx, a: Tensor, a_t: Tensor, h: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.a_t = a_t
-        return a @ h
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, None, Tensor]:  # type: ignore[override]
-        return None, None, ctx.a_t @ grad
 
 
 @dataclass(frozen=True)
@@ -60,6 +46,8 @@ class PropagationGraph:
     adjacency: Tensor  # [n_users + n_items + n_topics]², symmetric-normalised (interest_adjacency)
     user_pool: Tensor  # [n_users, n_items], row-normalised user–item weights (row_normalized)
     user_pool_t: Tensor  # its transpose
+    item_rows: Tensor  # the adjacency's item rows [n_items, n_nodes]: the last layer needs no others
+    item_rows_t: Tensor  # their transpose
 
     @classmethod
     def build(
@@ -75,7 +63,12 @@ class PropagationGraph:
         adjacency = interest_adjacency(user_item, user_weight, n_users, n_items, item_topic, n_topics, topic_weight)
         pool = row_normalized(user_item, user_weight, n_users, n_items)
         pool_t = row_normalized(user_item, user_weight, n_users, n_items, transpose=True)
-        return cls(adjacency, pool, pool_t)
+        item_rows = _csr_rows(adjacency, n_users, n_users + n_items)
+        return cls(adjacency, pool, pool_t, item_rows, item_rows.t().to_sparse_csr())
+
+    def to(self, device: torch.device | str) -> PropagationGraph:
+        """The same operators on ``device``."""
+        return PropagationGraph(*(getattr(self, f.name).to(device) for f in fields(self)))
 
     @classmethod
     def from_graph(cls, data: HeteroData, topic_weight: float = 1.0, edge_weights: str = "affinity") -> PropagationGraph:
@@ -93,6 +86,13 @@ class PropagationGraph:
     @property
     def n_users(self) -> int:
         return self.user_pool.size(0)
+
+
+def _csr_rows(matrix: Tensor, start: int, end: int) -> Tensor:
+    """Rows ``start:end`` of a CSR matrix, as CSR (the same values, in the same order)."""
+    crow, col, values = matrix.crow_indices(), matrix.col_indices(), matrix.values()
+    first, last = int(crow[start]), int(crow[end])
+    return csr_from_parts(crow[start : end + 1] - first, col[first:last], values[first:last], (end - start, matrix.size(1)))
 
 
 def topic_edges(data: HeteroData) -> Tensor:
@@ -170,18 +170,22 @@ class InterestGCN(nn.Module):
 
     def propagate(self, items0: Tensor, graph: PropagationGraph) -> Tensor:
         """:meth:`forward` from given layer-0 item vectors (training regularises those, so it computes them once)."""
-        users0 = _SparseMatmul.apply(graph.user_pool, graph.user_pool_t, items0)
-        x = torch.cat([users0, items0, self.topic.weight[: self.n_topics]], dim=0)
+        users0 = sparse_matmul(graph.user_pool, graph.user_pool_t, items0)
+        topics = self.topic.weight if self.topic.num_embeddings == self.n_topics else self.topic.weight[: self.n_topics]
+        x = torch.cat([users0, items0, topics], dim=0)
         if graph.adjacency.size(0) != x.size(0):
             raise ValueError(
                 f"the graph has {graph.adjacency.size(0)} nodes, the model {x.size(0)} "
                 f"({graph.n_users} users + {self.n_items} items + {self.n_topics} topics); build both from one graph"
             )
-        out, h = x, x
-        for _ in range(self.num_layers):
-            h = _SparseMatmul.apply(graph.adjacency, graph.adjacency, h)  # symmetric: its own transpose
-            out = out + h
-        return (out / (self.num_layers + 1))[graph.n_users : graph.n_users + self.n_items]
+        out, h = items0, x
+        for layer in range(1, self.num_layers + 1):
+            if layer < self.num_layers:
+                h = sparse_matmul(graph.adjacency, graph.adjacency, h)  # symmetric: its own transpose
+                out = out + h[graph.n_users : graph.n_users + self.n_items]
+            else:  # only the item rows are returned: the last layer computes no others
+                out = out + sparse_matmul(graph.item_rows, graph.item_rows_t, h)
+        return out / (self.num_layers + 1)
 
 
 def score(users: Tensor, item_embeddings: Tensor, item_bias: Tensor) -> Tensor:

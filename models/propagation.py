@@ -24,7 +24,16 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import to_undirected
 from uig_common.timeutil import decay_factor
 
-__all__ = ["cosine_neighbours", "fold_in", "normalized_adjacency", "recency_weights", "row_normalized", "sparse_csr"]
+__all__ = [
+    "cosine_neighbours",
+    "fold_in",
+    "normalized_adjacency",
+    "recency_weights",
+    "row_normalized",
+    "csr_from_parts",
+    "sparse_csr",
+    "sparse_matmul",
+]
 
 
 def sparse_csr(index: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -33,6 +42,35 @@ def sparse_csr(index: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
         coo = torch.sparse_coo_tensor(index, values, shape, check_invariants=True).coalesce()
         return coo.to_sparse_csr()
+
+
+def csr_from_parts(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """A sparse CSR matrix from its row pointers, column indices and values, as given (no checks,
+    no copy): for operators rebuilt every batch from index arrays already in CSR order."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+        return torch.sparse_csr_tensor(crow, col, values, shape)
+
+
+class _SparseMatmul(torch.autograd.Function):
+    """``a @ h`` for a constant sparse ``a`` whose transpose ``a_t`` is given (CSR too), so the
+    backward pass is one more CSR product instead of a transpose per step."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, a_t: Tensor, h: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.a_t = a_t
+        return a @ h
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, None, Tensor]:  # type: ignore[override]
+        return None, None, ctx.a_t @ grad
+
+
+def sparse_matmul(a: Tensor, a_t: Tensor, h: Tensor) -> Tensor:
+    """``a @ h``, differentiable in ``h`` only, for a sparse CSR ``a`` and its transpose ``a_t``
+    (a symmetric ``a`` passes itself): autograd through a CSR product would transpose ``a`` on
+    every backward pass."""
+    return _SparseMatmul.apply(a, a_t, h)
 
 
 def normalized_adjacency(edge_index: Tensor, weight: Tensor | None, n_nodes: int) -> Tensor:

@@ -281,3 +281,20 @@ def test_a_state_of_format_1_still_loads():
     assert loaded.config == scorer.config
     history = train.history()
     assert torch.allclose(loaded.score(ALL, history), scorer.score(ALL, history), atol=1e-5)
+
+
+def test_pair_context_equals_the_mean_of_each_users_strictly_earlier_items() -> None:
+    """The piecewise context (CSR sums between cuts) equals the direct mean over each pair's earlier items."""
+    from models.training import _Pairs
+
+    rows = [(0, 3, 1.0), (0, 1, 2.0), (0, 4, 2.0), (0, 0, 5.0), (1, 2, 1.0), (1, 0, 3.0), (2, 1, 7.0)]
+    train = Interactions.from_frame(pd.DataFrame(rows, columns=["user", "item", "ts"]), range(3), range(5))
+    pairs = _Pairs.build(train, 14.0)
+    final = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    earlier = {(0, 3): [], (0, 1): [3], (0, 4): [3], (0, 0): [3, 1, 4], (1, 2): [], (1, 0): [2], (2, 1): []}
+    keys = torch.tensor([u * 5 + i for u, i in earlier])
+    got = pairs.context(final, pairs.locate(keys))
+    want = torch.stack([final[items].mean(0) if items else torch.zeros(3) for items in earlier.values()])
+    assert torch.allclose(got, want, atol=1e-6)
+    got.sum().backward()
+    assert torch.allclose(final.grad, torch.tensor([0.0, 1 / 3, 1.0, 1 + 1 + 1 / 3, 1 / 3]).unsqueeze(1).expand(5, 3))
