@@ -16,18 +16,14 @@ The ingest's ``mapInPandas`` parsing is re-run once more per dataset with Spark'
 (``spark.sql.pyspark.udf.profiler=perf``) into a no-op sink; that run is not part of any phase.
 Writes the ``profile`` section of ``bench/RESULTS.md``.
 
-    .venv/bin/python bench/profile.py                                # ~15 min on 2 cores
-    .venv/bin/python bench/profile.py --no-movielens --synthetic-users 1000 --no-write   # quick
+    .venv/bin/python bench/stage_profile.py                                # ~15 min on 2 cores
+    .venv/bin/python bench/stage_profile.py --no-movielens --synthetic-users 1000 --no-write   # quick
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path and this module would shadow the
-# standard library's ``profile``, which ``cProfile`` (imported by PySpark) needs.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import json
@@ -571,7 +567,7 @@ def report(phases: list[Phase], load: LoadFigure | None, profiles: dict[str, tup
     sample_s = args.sample_ms / 1000
     broken_down = [p for p in phases if p.name.split(" ")[0] in PROFILED_PHASES]
     return "\n".join([
-        "## Profile: where the time of ingest, aggregate and refresh goes (`bench/profile.py`)",
+        "## Profile: where the time of ingest, aggregate and refresh goes (`bench/stage_profile.py`)",
         "",
         f"Run {stamp()} on {machine()}; Spark `local[2]`, one session ({startup_s:.1f} s to start), every step "
         "through the product's task functions. Sources, joined on the wall clock: the Spark event log (jobs, "
