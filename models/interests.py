@@ -90,16 +90,23 @@ class UserHistory:
 def user_histories(affinity: pd.DataFrame, as_of: pd.Timestamp | None = None) -> list[UserHistory]:
     """One :class:`UserHistory` per user of ``affinity`` (user_key, item_id, weight, n_events, n_rate
     and, with ``as_of``, last_ts rows), items by decreasing affinity (ties by item id); the verb is
-    "rated" when every event was a rating; ``as_of`` gives each item its age at the refresh."""
+    "rated" when every event was a rating; ``as_of`` gives each item its age at the refresh.
+    Columns are converted once for all users (a refresh may hold tens of thousands)."""
     ordered = affinity.sort_values(["user_key", "weight", "item_id"], ascending=[True, False, True], kind="stable")
-    out = []
-    for user, group in ordered.groupby("user_key", sort=True):
-        ages = None if as_of is None else tuple(float(a) for a in
-                                                (_epoch_seconds(as_of) - _epoch_seconds(group["last_ts"])).clip(min=0))
-        out.append(UserHistory(str(user), tuple(group["item_id"].astype(str)), tuple(group["weight"].astype(float)),
-                               verb="rated" if (group["n_rate"] == group["n_events"]).all() else "interacted with",
-                               ages_seconds=ages))
-    return out
+    ordered = ordered[ordered["user_key"].notna()]
+    if ordered.empty:
+        return []
+    keys = ordered["user_key"].astype(str).to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    items = ordered["item_id"].astype(str).tolist()
+    weights = ordered["weight"].astype(float).tolist()
+    all_rated = np.logical_and.reduceat((ordered["n_rate"] == ordered["n_events"]).to_numpy(), starts)
+    ages = None if as_of is None else (_epoch_seconds(as_of) - _epoch_seconds(ordered["last_ts"])).clip(min=0).tolist()
+    return [UserHistory(str(keys[start]), tuple(items[start:end]), tuple(weights[start:end]),
+                        verb="rated" if rated else "interacted with",
+                        ages_seconds=None if ages is None else tuple(ages[start:end]))
+            for start, end, rated in zip(starts.tolist(), ends.tolist(), all_rated.tolist())]
 
 
 def _epoch_seconds(values: object) -> np.ndarray:
@@ -108,33 +115,51 @@ def _epoch_seconds(values: object) -> np.ndarray:
     return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
 
 
+#: Users whose update decisions are made at once: the decisions hold dense [users, n_items] arrays.
+POLICY_CHUNK_USERS = 5_000
+
+
 def with_update_policy(
     users: Sequence[UserHistory], scorer, policy, previous_refresh: float | None, refresh_ts: float
 ) -> list[UserHistory]:
     """``users`` with the profile, action and reason the update ``policy`` (``None``: the default
-    rule) gives each at this refresh (:func:`models.update_policy.refresh_decisions`); needs ages."""
-    import dataclasses
-
-    from models.update_policy import refresh_decisions
-
+    rule) gives each at this refresh (:func:`models.update_policy.refresh_decisions`); needs ages.
+    Decided over chunks of :data:`POLICY_CHUNK_USERS` users (each user's decision is its own)."""
     if not users:
         return []
     if any(u.ages_seconds is None for u in users):
         raise ValueError("the update policy needs each history item's age (user_histories(..., as_of))")
-    index = {item: k for k, item in enumerate(scorer.item_ids)}
-    last_touch = np.full((len(users), len(scorer.item_ids)), np.nan)
-    for row, user in enumerate(users):
-        for item, age in zip(user.items, user.ages_seconds or ()):
-            if item in index:
-                last_touch[row, index[item]] = refresh_ts - age
+    index = pd.Index(list(scorer.item_ids))
     embeddings = scorer.item_embeddings().detach().double().numpy()
-    names, weights, reasons = refresh_decisions(policy, embeddings, last_touch, previous_refresh, refresh_ts,
-                                                scorer.config.fold_in_half_life_days)
-    out = []
-    for row, user in enumerate(users):
-        profile = tuple(float(weights[row, index[item]]) if item in index else 0.0 for item in user.items)
-        out.append(dataclasses.replace(user, profile=profile, update_action=names[row], update_reason=reasons[row]))
+    out: list[UserHistory] = []
+    for start in range(0, len(users), POLICY_CHUNK_USERS):
+        out += _decided(users[start:start + POLICY_CHUNK_USERS], index, embeddings, policy, previous_refresh,
+                        refresh_ts, scorer.config.fold_in_half_life_days)
     return out
+
+
+def _decided(users: Sequence[UserHistory], index: pd.Index, embeddings: np.ndarray, policy,
+             previous_refresh: float | None, refresh_ts: float, half_life_days: float) -> list[UserHistory]:
+    """:func:`with_update_policy` for one chunk of users."""
+    import dataclasses
+
+    from models.update_policy import refresh_decisions
+
+    lengths = np.array([len(u.items) for u in users], dtype=np.int64)
+    rows = np.repeat(np.arange(len(users)), lengths)
+    columns = index.get_indexer([item for u in users for item in u.items])  # -1: unknown to the model
+    known = columns >= 0
+    ages = np.array([age for u in users for age in (u.ages_seconds or ())], dtype=np.float64)
+    last_touch = np.full((len(users), len(index)), np.nan)
+    last_touch[rows[known], columns[known]] = refresh_ts - ages[known]
+    names, weights, reasons = refresh_decisions(policy, embeddings, last_touch, previous_refresh, refresh_ts,
+                                                half_life_days)
+    profiles = np.zeros(len(columns))
+    profiles[known] = weights[rows[known], columns[known]]
+    ends = np.cumsum(lengths).tolist()
+    return [dataclasses.replace(user, profile=tuple(profiles[end - n:end].tolist()), update_action=names[row],
+                                update_reason=reasons[row])
+            for row, (user, n, end) in enumerate(zip(users, lengths.tolist(), ends))]
 
 
 def with_communities(item_topics: pd.DataFrame, communities: Sequence[Mapping[str, object]]) -> pd.DataFrame:

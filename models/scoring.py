@@ -315,10 +315,9 @@ class UigGCNScorer:
         rows, items = history.pairs()
         scores[rows, items] = float("-inf")
         ranked = rank_items(scores, k)
-        result = []
-        for row, top in enumerate(ranked.tolist()):
-            result.append([(self.item_ids[i], float(scores[row, i])) for i in top if i >= 0])
-        return result
+        top_scores = scores.gather(1, ranked.clamp_min(0)).tolist()  # one gather, not an element at a time
+        return [[(self.item_ids[i], s) for i, s in zip(top, row_scores) if i >= 0]
+                for top, row_scores in zip(ranked.tolist(), top_scores)]
 
     # ---- persistence -----------------------------------------------------------------------
 

@@ -140,8 +140,8 @@ def write_edges(
         C.POLICY_VERSION: policy_version, C.AS_OF: stamp, C.REFRESHED_AT: stamp,
     })
     schema = TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]
-    rows = [tuple(_plain(v) for v in row) for row in stamped[schema.fieldNames()].itertuples(index=False)]
-    new_edges = spark.createDataFrame(rows, schema)
+    frame = stamped[schema.fieldNames()].astype({C.WEIGHT: "float64", C.PREVIOUS_WEIGHT: "float64", C.RANK: "int32"})
+    new_edges = spark.createDataFrame(frame, schema)  # through Arrow: no Python loop over the rows
     io.merge_interest_edges(spark, lake, new_edges, users, as_of)
     crash_point("after_edges")
     history = TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames()
@@ -151,17 +151,3 @@ def write_edges(
     io.write_watermark(spark, lake, C.PIPELINE_REFRESH, last_batch_seq=upto_batch_seq, as_of=as_of, updated_at=as_of,
                        model_version=models_marker or model_version)
     crash_point("after_watermark")
-
-
-def _plain(value: Any) -> Any:
-    """A pandas/numpy cell as the plain Python value Spark's createDataFrame accepts (None for missing)."""
-    import numpy as np
-    import pandas as pd
-
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

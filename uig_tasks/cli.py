@@ -117,14 +117,37 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from uig_tasks.refresh import run_refresh
+    from uig_tasks.refresh import Refresher
 
+    if args.watch is not None:
+        return _watch_refresh(args, Refresher(_config(args)))
     as_of = parse_time(args.as_of, end_of_day=True) if args.as_of else None
-    result = run_refresh(_config(args), as_of, full=args.full)
-    _emit(args, result, lambda: print(
-        f"refresh ({result['mode']}) at {result['as_of']}: {result['dirty_users']} users, "
-        f"{result['edges_written']} edges written with uig-gcn v{result['model_version']} in {result['seconds']:.0f}s"
-    ))
+    result = Refresher(_config(args)).refresh(as_of, full=args.full)
+    _emit(args, result, lambda: print(_refresh_line(result)))
+    return 0
+
+
+def _refresh_line(result: dict) -> str:
+    return (f"refresh ({result['mode']}) at {result['as_of']}: {result['dirty_users']} users, "
+            f"{result['edges_written']} edges written with uig-gcn v{result['model_version']} in {result['seconds']:.1f}s")
+
+
+def _watch_refresh(args: argparse.Namespace, refresher) -> int:
+    """``uig refresh --watch S``: one warm refresher that refreshes after every aggregate (polling
+    every S seconds), until interrupted or ``--max-runs`` refreshes have written edges."""
+    if args.as_of or args.full:
+        raise InputError("--watch refreshes as of each aggregate: it takes no --as-of or --full")
+    written = 0
+    try:
+        while args.max_runs == 0 or written < args.max_runs:
+            result = refresher.refresh()
+            if result["mode"] != "noop":
+                written += 1
+                _emit(args, result, lambda: print(_refresh_line(result), flush=True))
+                continue  # new behaviour may have landed meanwhile: look again at once
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        print("uig refresh --watch: stopped", file=sys.stderr)
     return 0
 
 
@@ -437,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", help="refresh time, at or after the last aggregate (default: that aggregate's time); "
                                    "a bare date means its end, UTC")
     p.add_argument("--full", action="store_true", help="refresh every user instead of only dirty ones")
+    p.add_argument("--watch", type=float, metavar="SECONDS",
+                   help="stay warm: keep the Spark session and @champion loaded and refresh after every aggregate, "
+                        "looking for one every SECONDS (Ctrl-C stops)")
+    p.add_argument("--max-runs", type=int, default=0, metavar="N",
+                   help="with --watch: stop after N refreshes that wrote edges (default 0: never)")
     p.set_defaults(func=cmd_refresh)
 
     p = sub.add_parser("user", help="one user's interests by type, with weight, change since the last refresh and why")

@@ -23,10 +23,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from uig_tasks.config import UigConfig
-from uig_tasks.locking import with_writer_lock
+from uig_tasks.locking import writer_lock
 from uig_common.errors import UigError
 
 if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
     from spark_jobs.refresh_job import RefreshProgress
 
 log = logging.getLogger(__name__)
@@ -37,71 +39,126 @@ class RefreshError(UigError, RuntimeError):
     """The refresh cannot run yet; the message says which step to run first."""
 
 
-@with_writer_lock("refresh")
 def run_refresh(config: UigConfig, as_of: datetime | None = None, *, full: bool = False) -> dict[str, Any]:
-    """Refresh the interest edges of dirty users (all users with ``full``) as of ``as_of``.
+    """Refresh the interest edges of dirty users (all users with ``full``) as of ``as_of``, once:
+    a :class:`Refresher` that lives for one call (what the CLI and a DAG task run)."""
+    return Refresher(config).refresh(as_of, full=full)
 
-    ``as_of`` defaults to the time the gold affinities were last aggregated at (what an
-    Asset-triggered run, which has no logical date of its own, should use).
 
-    Returns ``{mode, as_of, dirty_users, edges_written, model_version, seconds}``; ``mode`` is
-    ``full``, ``incremental`` or ``noop`` (nothing new: no table is written).
-    """
-    from models.interests import interest_edges, user_histories, with_communities, with_update_policy
-    from spark_jobs import io, refresh_job
+class Refresher:
+    """Refreshes one data root again and again in one process, without the fixed cost of a cold
+    start: it keeps the Spark session, the ``@champion`` GCN and update policy (reloaded only when
+    an alias moves) and the catalog's topics and titles (reread only when their Delta table has a
+    new version). A long-lived worker (``uig refresh --watch``, a warm DAG worker, the streaming
+    path) pays the per-user cost alone. Each :meth:`refresh` holds the data root's writer lock."""
+
+    def __init__(self, config: UigConfig) -> None:
+        self.config = config
+        self._spark: SparkSession | None = None  # started under the first refresh's lock, once the data root is prepared
+        self.model_loads = 0  # how often models were (re)loaded: what a warm refresher saves
+        self._models: tuple[tuple[int, int | None], Any, Any] | None = None  # (versions, scorer, policy)
+        self._catalog: tuple[tuple[int, int], Any, dict[str, str]] | None = None  # (table versions, topics, titles)
+
+    @property
+    def spark(self) -> "SparkSession":
+        from spark_jobs import io
+
+        if self._spark is None:
+            self._spark = io.get_spark(self.config.spark, "uig-refresh")
+        return self._spark
+
+    def refresh(self, as_of: datetime | None = None, *, full: bool = False) -> dict[str, Any]:
+        """Refresh the interest edges of dirty users (all users with ``full``) as of ``as_of``.
+
+        ``as_of`` defaults to the time the gold affinities were last aggregated at (what an
+        Asset-triggered run, which has no logical date of its own, should use).
+
+        Returns ``{mode, as_of, dirty_users, edges_written, model_version, policy_version,
+        seconds}``; ``mode`` is ``full``, ``incremental`` or ``noop`` (nothing new: no table is
+        written).
+        """
+        with writer_lock(self.config, "refresh"):
+            return self._refresh(as_of, full)
+
+    def _refresh(self, as_of: datetime | None, full: bool) -> dict[str, Any]:
+        from models.interests import interest_edges, user_histories, with_communities, with_update_policy
+        from spark_jobs import refresh_job
+
+        config, spark = self.config, self.spark
+        t0 = time.perf_counter()
+        progress = refresh_job.read_progress(spark, config.lake)
+        as_of = _checked_as_of(config, progress, as_of)
+        scorer, version, policy, policy_version = self._champions()
+        marker = f"{version}|{policy_version}"
+        # A new (or rolled-back) champion — GCN or policy — re-materialises everyone; so does a run
+        # that a kill stopped between writing a new champion's edges and its watermark (the mark
+        # still names the old models).
+        full = (full or progress.refreshed_batch_seq is None or progress.refreshed_model_version != marker
+                or refresh_job.graph_has_other_model(spark, config.lake, str(version)))
+        after = None if full else progress.refreshed_batch_seq
+        result = {"mode": "full" if full else "incremental", "as_of": as_of.isoformat(), "dirty_users": 0,
+                  "edges_written": 0, "model_version": version, "policy_version": policy_version}
+
+        with refresh_job.dirty_users(spark, config.lake, after_batch_seq=after,
+                                     upto_batch_seq=progress.aggregated_batch_seq) as (dirty, n_dirty):
+            if n_dirty == 0:
+                log.info("refresh: no user has new behaviour since batch %s; nothing written", after or 0)
+                return {**result, "mode": "noop", "seconds": round(time.perf_counter() - t0, 3)}
+            log.info("refresh: %d dirty users (%s), model uig-gcn v%s", n_dirty, result["mode"], version)
+            users = user_histories(refresh_job.read_histories(spark, config.lake, dirty), as_of)
+            previous = None if progress.refreshed_as_of is None else progress.refreshed_as_of.timestamp()
+            users = with_update_policy(users, scorer, policy, previous, as_of.timestamp())
+            result["actions"] = dict(Counter(u.update_action for u in users))
+            topics, titles = self._catalog_inputs()
+            if full:  # the model's communities become the community nodes of the graph
+                refresh_job.write_communities(spark, config.lake, scorer.communities, str(version))
+            edges = interest_edges(scorer, users, with_communities(topics, scorer.communities), titles)
+            refresh_job.write_edges(spark, config.lake, edges, dirty, as_of=as_of, model_version=str(version),
+                                    policy_version=policy_version, upto_batch_seq=progress.aggregated_batch_seq,
+                                    models_marker=marker)
+
+        result.update(dirty_users=n_dirty, edges_written=len(edges), seconds=round(time.perf_counter() - t0, 3))
+        log.info("refresh done: %s", result)
+        return result
+
+    def _champions(self) -> tuple[Any, int, Any, str]:
+        """``(scorer, version, policy, policy_version)`` of the ``@champion`` GCN and update policy;
+        loaded again only when either alias points elsewhere than at the last call."""
+        from uig_common import names as C
+        from uig_tasks import mlflow_store, scorer_model
+
+        with mlflow_store.connected(self.config) as client:
+            gcn = mlflow_store.model_version(client, C.GCN_MODEL, C.CHAMPION_ALIAS)
+            policy = mlflow_store.champion(client, C.POLICY_MODEL)
+            versions = (int(gcn.version), None if policy is None else int(policy.version))
+            if self._models is None or self._models[0] != versions:
+                scorer, _ = scorer_model.read_state(C.GCN_MODEL, gcn)
+                loaded = None if policy is None else scorer_model.read_state(C.POLICY_MODEL, policy)[0]
+                self._models = (versions, scorer_model.scorer_from_state(scorer),
+                                None if loaded is None else scorer_model.scorer_from_state(loaded))
+                self.model_loads += 1
+                log.info("refresh: loaded uig-gcn v%s and %s", versions[0], _policy_version(versions[1]))
+        (gcn_number, policy_number), scorer, policy_model = self._models
+        return scorer, gcn_number, policy_model, _policy_version(policy_number)
+
+    def _catalog_inputs(self) -> tuple[Any, dict[str, str]]:
+        """The item topics and titles (:func:`spark_jobs.refresh_job.read_interest_inputs`), reread
+        only when ``gold.item_topics`` or ``silver.items`` has a new Delta version."""
+        from spark_jobs import io, refresh_job
+        from uig_common import names as C
+
+        versions = (io.table_version(self.spark, self.config.lake, C.GOLD_ITEM_TOPICS),
+                    io.table_version(self.spark, self.config.lake, C.SILVER_ITEMS))
+        if self._catalog is None or self._catalog[0] != versions:
+            self._catalog = (versions, *refresh_job.read_interest_inputs(self.spark, self.config.lake))
+        return self._catalog[1], self._catalog[2]
+
+
+def _policy_version(number: int | None) -> str:
+    """How edges name the update policy: ``uig-update-policy vN``, or the default rule without one."""
     from uig_common import names as C
-    from uig_tasks import scorer_model
 
-    t0 = time.perf_counter()
-    spark = io.get_spark(config.spark, "uig-refresh")
-    progress = refresh_job.read_progress(spark, config.lake)
-    as_of = _checked_as_of(config, progress, as_of)
-    scorer, version = scorer_model.load_scorer(config, C.CHAMPION_ALIAS)
-    policy, policy_version = _update_policy(config)
-    marker = f"{version}|{policy_version}"
-    # A new (or rolled-back) champion — GCN or policy — re-materialises everyone; so does a run
-    # that a kill stopped between writing a new champion's edges and its watermark (the mark
-    # still names the old models).
-    full = (full or progress.refreshed_batch_seq is None or progress.refreshed_model_version != marker
-            or refresh_job.graph_has_other_model(spark, config.lake, str(version)))
-    after = None if full else progress.refreshed_batch_seq
-    result = {"mode": "full" if full else "incremental", "as_of": as_of.isoformat(), "dirty_users": 0,
-              "edges_written": 0, "model_version": version, "policy_version": policy_version}
-
-    with refresh_job.dirty_users(spark, config.lake, after_batch_seq=after,
-                                 upto_batch_seq=progress.aggregated_batch_seq) as (dirty, n_dirty):
-        if n_dirty == 0:
-            log.info("refresh: no user has new behaviour since batch %s; nothing written", after or 0)
-            return {**result, "mode": "noop", "seconds": round(time.perf_counter() - t0, 3)}
-        log.info("refresh: %d dirty users (%s), model uig-gcn v%s", n_dirty, result["mode"], version)
-        users = user_histories(refresh_job.read_histories(spark, config.lake, dirty), as_of)
-        previous = None if progress.refreshed_as_of is None else progress.refreshed_as_of.timestamp()
-        users = with_update_policy(users, scorer, policy, previous, as_of.timestamp())
-        result["actions"] = dict(Counter(u.update_action for u in users))
-        topics, titles = refresh_job.read_interest_inputs(spark, config.lake)
-        if full:  # the model's communities become the community nodes of the graph
-            refresh_job.write_communities(spark, config.lake, scorer.communities, str(version))
-        edges = interest_edges(scorer, users, with_communities(topics, scorer.communities), titles)
-        refresh_job.write_edges(spark, config.lake, edges, dirty, as_of=as_of, model_version=str(version),
-                                policy_version=policy_version, upto_batch_seq=progress.aggregated_batch_seq,
-                                models_marker=marker)
-
-    result.update(dirty_users=n_dirty, edges_written=len(edges), seconds=round(time.perf_counter() - t0, 3))
-    log.info("refresh done: %s", result)
-    return result
-
-
-def _update_policy(config: UigConfig) -> tuple[Any, str]:
-    """``(policy, policy_version)`` of ``uig-update-policy@champion``, or ``(None, fixed-shares-v1)``
-    when no policy has been registered and gated yet (the documented default rule)."""
-    from uig_common import names as C
-    from uig_tasks import mlflow_store, scorer_model
-
-    try:
-        policy, number = scorer_model.load_scorer(config, C.CHAMPION_ALIAS, model_name=C.POLICY_MODEL)
-    except mlflow_store.ModelVersionNotFoundError:
-        return None, C.DEFAULT_POLICY_VERSION
-    return policy, f"{C.POLICY_MODEL} v{number}"
+    return C.DEFAULT_POLICY_VERSION if number is None else f"{C.POLICY_MODEL} v{number}"
 
 
 def _checked_as_of(config: UigConfig, progress: "RefreshProgress", as_of: datetime | None) -> datetime:

@@ -21,7 +21,7 @@ from uig_tasks.cli import main
 from uig_tasks.config import UigConfig
 from uig_tasks.movielens import event_file, prepare
 from uig_tasks.pipeline import run_aggregate, run_ingest
-from uig_tasks.refresh import RefreshError, run_refresh
+from uig_tasks.refresh import Refresher, RefreshError, run_refresh
 from uig_tasks.train import run_train
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,8 @@ def refreshed(spark, trainable_root: Path, tmp_path_factory: pytest.TempPathFact
     with pytest.raises(Exception, match="no @champion yet"):
         run_refresh(config, end_of(TRAIN_UNTIL))
     run_train(config, datetime(2026, 1, 1, tzinfo=timezone.utc), {"epochs": 2, "dim": 16, "seed": 0})
-    first = run_refresh(config, end_of(TRAIN_UNTIL))
+    refresher = Refresher(config)  # one warm refresher for both refreshes, as a long-lived worker runs them
+    first = refresher.refresh(end_of(TRAIN_UNTIL))
     before = edges(spark, config)
     rows_before = all_columns(spark, config)
     versions_before = io.table_version(spark, config.lake, C.GOLD_INTEREST_EDGES)
@@ -64,10 +65,10 @@ def refreshed(spark, trainable_root: Path, tmp_path_factory: pytest.TempPathFact
         day += timedelta(days=1)
     run_ingest(config, end_of(day))
     run_aggregate(config, end_of(day))
-    second = run_refresh(config, end_of(day))
+    second = refresher.refresh(end_of(day))
     raw_ids = sorted({json.loads(line)["user_id"] for line in event_file(config.landing_dir, day).read_text().splitlines()})
     return {"config": config, "first": first, "second": second, "before": before, "rows_before": rows_before, "day": day,
-            "raw_ids": raw_ids, "version_after_first": versions_before}
+            "raw_ids": raw_ids, "version_after_first": versions_before, "refresher": refresher}
 
 
 def test_first_refresh_covers_every_user_with_explained_edges(spark, refreshed) -> None:
@@ -92,6 +93,7 @@ def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed) -
         .where(f"{C.EVENT_DATE} = '{refreshed['day']}'").select(C.USER_KEY).distinct().collect()
     }
     assert second["mode"] == "incremental" and second["dirty_users"] == len(day_users) > 0
+    assert refreshed["refresher"].model_loads == 1  # the warm refresher kept @champion between the refreshes
     after = all_columns(spark, config)
     untouched = {k: v for k, v in refreshed["rows_before"].items() if k[0] not in day_users}
     assert {k: v for k, v in after.items() if k[0] not in day_users} == untouched  # not rewritten, to the column
@@ -196,23 +198,28 @@ def test_recommend_for_a_cold_user_of_the_new_day(refreshed, capsys, monkeypatch
     assert [i["item_id"] for i in live["items"][:5]] == [i["item_id"] for i in result["items"]]
 
 
-def test_moving_the_champion_re_materialises_every_user(spark, refreshed) -> None:
-    """A new @champion (or a rollback) at the same as_of rewrites every user's edges with that version."""
+def test_moving_the_champion_re_materialises_every_user(spark, refreshed, monkeypatch) -> None:
+    """A new @champion (or a rollback) at the same as_of rewrites every user's edges with that version;
+    a warm refresher (and `uig refresh --watch`) notices the move."""
     from uig_tasks import mlflow_store
     from uig_tasks.train import latest_snapshot, train_candidate
 
-    config = refreshed["config"]
+    config, refresher = refreshed["config"], refreshed["refresher"]
+    loads = refresher.model_loads
     other = train_candidate(config, latest_snapshot(config), {"epochs": 1, "dim": 8, "seed": 1})
     mlflow_store.set_champion(config, other["version"], reason="test: newer model")
-    moved = run_refresh(config)  # as of the last aggregate, the same as_of as the previous refresh
+    moved = refresher.refresh()  # warm: notices the alias moved; as of the last aggregate, as the previous refresh
     assert moved["mode"] == "full" and moved["model_version"] == other["version"]
+    assert refresher.model_loads == loads + 1
     active = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).where(f"{C.EDGE_STATUS} = 'active'")
     versions = {r[0] for r in active.select(C.MODEL_VERSION).distinct().collect()}
     assert versions == {str(other["version"])}
 
     mlflow_store.set_champion(config, 1, reason="test: rollback")
-    back = run_refresh(config)
-    assert back["mode"] == "full" and back["model_version"] == 1
+    monkeypatch.setenv("UIG_USER_SALT", "test-salt")
+    assert main(["--data-root", str(config.data_root), "refresh", "--watch", "0.1", "--max-runs", "1"]) == 0
+    back = refresher.refresh()  # the watcher re-materialised the rollback: nothing left to do
+    assert back["mode"] == "noop" and back["model_version"] == 1 and refresher.model_loads == loads + 2
     assert edges(spark, config, active_only=True) == {
         k: v for k, v in edges(spark, config, active_only=True).items() if v[-1] == "1"
     }

@@ -252,3 +252,27 @@ def test_without_recommendations_and_edge_cases(scorer):
         with pytest.raises(ValueError) as expected:
             _reference_interest_edges(scorer, bad, all_topics(), TITLES)
         assert str(found.value) == str(expected.value)
+
+
+def test_update_decisions_over_chunks_equal_one_batch(scorer, monkeypatch):
+    """Each user's update decision is its own: deciding in chunks of 3 users changes nothing."""
+    users = histories(20, 5, ages=True)
+    refresh = 30 * DAY
+    whole = with_update_policy(users, scorer, None, refresh - DAY, refresh)
+    monkeypatch.setattr(interests, "POLICY_CHUNK_USERS", 3)
+    assert with_update_policy(users, scorer, None, refresh - DAY, refresh) == whole
+    assert all(len(u.profile) == len(u.items) for u in whole) and any(0 < w for u in whole for w in u.profile)
+
+
+def test_user_histories_split_the_frame_by_user():
+    affinity = pd.DataFrame({
+        "user_key": ["b", "a", "b", "a", "c"], "item_id": ["i1", "i2", "i2", "i1", "i9"],
+        "weight": [0.5, 1.0, 0.5, 2.0, 1.0], "n_events": [1, 2, 1, 1, 3], "n_rate": [1, 2, 1, 0, 3],
+        "last_ts": pd.to_datetime(["2024-01-02", "2024-01-01", "2024-01-03", "2024-01-03", "2024-01-04"]),
+    })
+    users = interests.user_histories(affinity, pd.Timestamp("2024-01-05", tz="UTC"))
+    assert [(u.user_key, u.items, u.affinity, u.verb) for u in users] == [
+        ("a", ("i1", "i2"), (2.0, 1.0), "interacted with"), ("b", ("i1", "i2"), (0.5, 0.5), "rated"),
+        ("c", ("i9",), (1.0,), "rated")]
+    assert users[0].ages_seconds == (2 * DAY, 4 * DAY) and users[2].ages_seconds == (DAY,)
+    assert interests.user_histories(affinity.iloc[:0]) == []
