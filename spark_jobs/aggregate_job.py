@@ -9,6 +9,7 @@ brought to any later time with :func:`spark_jobs.transforms.aggregate.decay_to`.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -40,16 +41,17 @@ class AggregateResult:
 
 
 def _refresh_item_topics(spark: SparkSession, lake: Lake, kg_min_items: int):
-    """Rewrite gold.item_topics only when the catalog produces different rows (edges or display
-    names), or when the stored table predates a column of its contract (it is migrated)."""
-    fresh = item_topics(io.read_table(spark, lake, C.SILVER_ITEMS), kg_min_items=kg_min_items).persist()
+    """gold.item_topics of the current catalog: rewritten (schema migrated too) only when
+    ``silver.items`` or ``kg_min_items`` moved since the last rewrite, which each rewrite notes in
+    its commit — a run with new events and the same catalog reads no catalog row."""
+    made_from = json.dumps({"silver_items_version": io.table_version(spark, lake, C.SILVER_ITEMS),
+                            "kg_min_items": kg_min_items}, sort_keys=True)
     stored = io.read_table(spark, lake, C.GOLD_ITEM_TOPICS)
-    cols = TABLE_SCHEMAS[C.GOLD_ITEM_TOPICS].fieldNames()
-    if stored.columns != cols:
-        io.overwrite(spark, lake, C.GOLD_ITEM_TOPICS, fresh, overwrite_schema=True)
-    elif fresh.select(*cols).exceptAll(stored).count() or stored.exceptAll(fresh.select(*cols)).count():
-        io.overwrite(spark, lake, C.GOLD_ITEM_TOPICS, fresh)
-    fresh.unpersist()
+    if stored.columns == TABLE_SCHEMAS[C.GOLD_ITEM_TOPICS].fieldNames() and \
+            io.last_commit_note(spark, lake, C.GOLD_ITEM_TOPICS) == made_from:
+        return stored
+    fresh = item_topics(io.read_table(spark, lake, C.SILVER_ITEMS), kg_min_items=kg_min_items)
+    io.overwrite(spark, lake, C.GOLD_ITEM_TOPICS, fresh, overwrite_schema=True, commit_note=made_from)
     return io.read_table(spark, lake, C.GOLD_ITEM_TOPICS)
 
 

@@ -173,17 +173,28 @@ def table_version(spark: "SparkSession", lake: Lake, table: str) -> int:
     return int(dt.history(1).collect()[0]["version"])
 
 
+def last_commit_note(spark: "SparkSession", lake: Lake, table: str) -> str | None:
+    """The ``commit_note`` of the table's latest commit (:func:`overwrite`); None without one."""
+    from delta.tables import DeltaTable
+
+    dt = DeltaTable.forPath(spark, ensure_table(spark, lake, table))
+    return dt.history(1).collect()[0]["userMetadata"]
+
+
 def overwrite(
     spark: "SparkSession", lake: Lake, table: str, df: "DataFrame", replace_where: str | None = None,
-    *, overwrite_schema: bool = False,
+    *, overwrite_schema: bool = False, commit_note: str | None = None,
 ) -> None:
     """Replace the whole table, or only the rows matching ``replace_where``, in one commit.
 
     ``overwrite_schema`` (whole-table only) also replaces a stored schema that predates the
-    table's contract, e.g. a column added since the table was written.
+    table's contract, e.g. a column added since the table was written. ``commit_note`` is kept
+    as the commit's ``userMetadata`` (:func:`last_commit_note`): what the rows were made from.
     """
     path = ensure_table(spark, lake, table)
     writer = df.select(*TABLE_SCHEMAS[table].fieldNames()).write.format("delta").mode("overwrite")
+    if commit_note is not None:
+        writer = writer.option("userMetadata", commit_note)
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
     elif overwrite_schema:

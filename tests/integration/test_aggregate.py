@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 
@@ -31,6 +32,7 @@ def test_incremental_equals_full_rebuild(spark, config):
     run_ingest(config, T2)
     first = run_aggregate(config, T2)
     assert first["mode"] == "full"
+    topics_version = io.table_version(spark, config.lake, C.GOLD_ITEM_TOPICS)
 
     # Day 3 lands, plus one late event for a day-1 user, dated day 1.
     prepare(config.landing_dir, day=THIRD_DAY)
@@ -43,6 +45,7 @@ def test_incremental_equals_full_rebuild(spark, config):
     run_ingest(config, T3)
 
     second = run_aggregate(config, T3)
+    assert io.table_version(spark, config.lake, C.GOLD_ITEM_TOPICS) == topics_version  # same catalog: not rewritten
     events = io.read_table(spark, config.lake, C.SILVER_EVENTS)
     day3_users = events.where(F.col(C.EVENT_DATE) == THIRD_DAY).select(C.USER_KEY).distinct().count()
     late_user = events.where(F.col(C.EVENT_ID) == "late-like-1").collect()[0][C.USER_KEY]
@@ -75,6 +78,16 @@ def test_incremental_equals_full_rebuild(spark, config):
     assert run_aggregate(config, T3)["mode"] == "noop"
     assert {t: rows(spark, config, t) for t in before} == before
     assert {t: v for t, v in versions(spark, config).items() if t.startswith("gold.")} == gold_versions
+
+    # Another setting of the catalog's topics rewrites them (once).
+    stricter = dataclasses.replace(config, kg_min_items=config.kg_min_items + 5)
+    run_aggregate(stricter, T3)
+    assert io.table_version(spark, config.lake, C.GOLD_ITEM_TOPICS) == gold_versions[C.GOLD_ITEM_TOPICS] + 1
+    expected = item_topics(io.read_table(spark, config.lake, C.SILVER_ITEMS), kg_min_items=stricter.kg_min_items)
+    assert sorted(io.read_table(spark, config.lake, C.GOLD_ITEM_TOPICS).collect(), key=repr) == sorted(
+        expected.collect(), key=repr)
+    run_aggregate(stricter, T3)
+    assert io.table_version(spark, config.lake, C.GOLD_ITEM_TOPICS) == gold_versions[C.GOLD_ITEM_TOPICS] + 1
 
 
 def test_mostly_dirty_incremental_run_rewrites_whole_tables(spark, config):

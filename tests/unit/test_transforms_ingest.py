@@ -114,3 +114,14 @@ def test_silver_rows_flag_late_events(spark, watermark, late):
     clean = spark.createDataFrame([parsed_row("e1", 1)], PARSED_EVENTS)
     row = to_silver_events(clean, batch_seq=3, ingested_at=T, watermark_before=watermark).collect()[0]
     assert row[C.IS_LATE] is late and row[C.BATCH_SEQ] == 3 and str(row[C.EVENT_DATE]) == "1997-10-01"
+
+
+@pytest.mark.parametrize("salt", ["s", "test-salt", "ключ", "x" * 64, "long-" * 30])
+def test_the_spark_user_key_equals_the_python_keyed_hash(spark, salt):
+    """The catalog hashes user ids in Spark (no Python worker); the events in the parse: same keys."""
+    from spark_jobs.transforms.catalog import user_key_column
+
+    ids = ["42", "1", "", "user 7", "ünïcødé-ユーザー", "9" * 200]
+    frame = spark.createDataFrame([(i,) for i in ids], "user_id string")
+    keys = [r[0] for r in frame.select(user_key_column(frame["user_id"], salt)).collect()]
+    assert keys == [pseudonymise_user_id(salt, i) for i in ids]
