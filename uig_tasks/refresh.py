@@ -58,6 +58,7 @@ class Refresher:
         self.model_loads = 0  # how often models were (re)loaded: what a warm refresher saves
         self._models: tuple[tuple[int, int | None], Any, Any] | None = None  # (versions, scorer, policy)
         self._catalog: tuple[tuple[int, int], Any, dict[str, str]] | None = None  # (table versions, topics, titles)
+        self._last_written: tuple[int, str] | None = None  # (batch seq, models) of this refresher's last watermark
 
     @property
     def spark(self) -> "SparkSession":
@@ -86,18 +87,22 @@ class Refresher:
 
         config, spark = self.config, self.spark
         t0 = time.perf_counter()
+        steps: dict[str, float] = {}  # seconds of each step, so a log (and the benchmark) says where the time went
         progress = refresh_job.read_progress(spark, config.lake)
         as_of = _checked_as_of(config, progress, as_of)
         scorer, version, policy, policy_version = self._champions()
         marker = f"{version}|{policy_version}"
         # A new (or rolled-back) champion — GCN or policy — re-materialises everyone; so does a run
         # that a kill stopped between writing a new champion's edges and its watermark (the mark
-        # still names the old models).
+        # still names the old models). The scan for the latter is skipped when this refresher
+        # wrote the watermark as it stands: its own last refresh completed.
         full = (full or progress.refreshed_batch_seq is None or progress.refreshed_model_version != marker
-                or refresh_job.graph_has_other_model(spark, config.lake, str(version)))
+                or (self._last_written != (progress.refreshed_batch_seq, marker)
+                    and refresh_job.graph_has_other_model(spark, config.lake, str(version))))
         after = None if full else progress.refreshed_batch_seq
         result = {"mode": "full" if full else "incremental", "as_of": as_of.isoformat(), "dirty_users": 0,
                   "edges_written": 0, "model_version": version, "policy_version": policy_version}
+        steps["progress and models"] = time.perf_counter() - t0
 
         with refresh_job.dirty_users(spark, config.lake, after_batch_seq=after,
                                      upto_batch_seq=progress.aggregated_batch_seq) as (dirty, n_dirty):
@@ -105,19 +110,25 @@ class Refresher:
                 log.info("refresh: no user has new behaviour since batch %s; nothing written", after or 0)
                 return {**result, "mode": "noop", "seconds": round(time.perf_counter() - t0, 3)}
             log.info("refresh: %d dirty users (%s), model uig-gcn v%s", n_dirty, result["mode"], version)
-            users = user_histories(refresh_job.read_histories(spark, config.lake, dirty), as_of)
+            histories = refresh_job.read_histories(spark, config.lake, dirty)
+            topics, titles = self._catalog_inputs()
+            steps["read dirty users"] = time.perf_counter() - t0 - sum(steps.values())
+            users = user_histories(histories, as_of)
             previous = None if progress.refreshed_as_of is None else progress.refreshed_as_of.timestamp()
             users = with_update_policy(users, scorer, policy, previous, as_of.timestamp())
             result["actions"] = dict(Counter(u.update_action for u in users))
-            topics, titles = self._catalog_inputs()
+            edges = interest_edges(scorer, users, with_communities(topics, scorer.communities), titles)
+            steps["decide and score"] = time.perf_counter() - t0 - sum(steps.values())
             if full:  # the model's communities become the community nodes of the graph
                 refresh_job.write_communities(spark, config.lake, scorer.communities, str(version))
-            edges = interest_edges(scorer, users, with_communities(topics, scorer.communities), titles)
             refresh_job.write_edges(spark, config.lake, edges, dirty, as_of=as_of, model_version=str(version),
                                     policy_version=policy_version, upto_batch_seq=progress.aggregated_batch_seq,
                                     models_marker=marker)
+            self._last_written = (progress.aggregated_batch_seq, marker)
+            steps["write"] = time.perf_counter() - t0 - sum(steps.values())
 
-        result.update(dirty_users=n_dirty, edges_written=len(edges), seconds=round(time.perf_counter() - t0, 3))
+        result.update(dirty_users=n_dirty, edges_written=len(edges), seconds=round(time.perf_counter() - t0, 3),
+                      seconds_by_step={name: round(v, 3) for name, v in steps.items()})
         log.info("refresh done: %s", result)
         return result
 
