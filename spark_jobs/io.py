@@ -166,19 +166,20 @@ def read_table(spark: "SparkSession", lake: Lake, table: str, version: int | Non
     return reader.load(ensure_table(spark, lake, table))
 
 
-def table_version(spark: "SparkSession", lake: Lake, table: str) -> int:
+def _last_commit(spark: "SparkSession", lake: Lake, table: str):
+    """The table's latest row of Delta history (version, operation, userMetadata, ...)."""
     from delta.tables import DeltaTable
 
-    dt = DeltaTable.forPath(spark, ensure_table(spark, lake, table))
-    return int(dt.history(1).collect()[0]["version"])
+    return DeltaTable.forPath(spark, ensure_table(spark, lake, table)).history(1).collect()[0]
+
+
+def table_version(spark: "SparkSession", lake: Lake, table: str) -> int:
+    return int(_last_commit(spark, lake, table)["version"])
 
 
 def last_commit_note(spark: "SparkSession", lake: Lake, table: str) -> str | None:
     """The ``commit_note`` of the table's latest commit (:func:`overwrite`); None without one."""
-    from delta.tables import DeltaTable
-
-    dt = DeltaTable.forPath(spark, ensure_table(spark, lake, table))
-    return dt.history(1).collect()[0]["userMetadata"]
+    return _last_commit(spark, lake, table)["userMetadata"]
 
 
 def overwrite(

@@ -117,12 +117,12 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from uig_tasks.refresh import Refresher
+    from uig_tasks.refresh import Refresher, run_refresh
 
     if args.watch is not None:
         return _watch_refresh(args, Refresher(_config(args)))
     as_of = parse_time(args.as_of, end_of_day=True) if args.as_of else None
-    result = Refresher(_config(args)).refresh(as_of, full=args.full)
+    result = run_refresh(_config(args), as_of, full=args.full)
     _emit(args, result, lambda: print(_refresh_line(result)))
     return 0
 
