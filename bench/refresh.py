@@ -56,11 +56,14 @@ class Case:
     seconds: dict[int, list[float]] = field(default_factory=dict)
     peaks: dict[int, list[float]] = field(default_factory=dict)
     edges: dict[int, int] = field(default_factory=dict)
+    steps: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # the refresh's own seconds_by_step
 
-    def add(self, n: int, seconds: float, peak_mb: float, edges: int = 0) -> None:
+    def add(self, n: int, seconds: float, peak_mb: float, edges: int = 0, steps: dict | None = None) -> None:
         self.seconds.setdefault(n, []).append(seconds)
         self.peaks.setdefault(n, []).append(peak_mb)
         self.edges[n] = edges
+        if steps:
+            self.steps.setdefault(n, []).append(steps)
 
     def median(self, n: int) -> float:
         return median(self.seconds[n])
@@ -124,7 +127,7 @@ def touch_and_time(config: UigConfig, rated: dict[str, str], users: list[str], t
     with measured() as m:
         result = refresh()
     assert result["dirty_users"] == len(users) and result["mode"] in {"incremental", "noop"}, result
-    case.add(len(users), m.seconds, m.peak_rss_mb, int(result["edges_written"]))
+    case.add(len(users), m.seconds, m.peak_rss_mb, int(result["edges_written"]), result.get("seconds_by_step"))
     print(f"  {case.name}: {len(users)} dirty users -> {m.seconds:.2f}s", flush=True)
 
 
@@ -241,6 +244,16 @@ def table(cases: list[Case], baseline: Case | None, users: int) -> list[str]:
     return lines
 
 
+def step_table(case: Case) -> list[str]:
+    """Median seconds of each step of ``case``'s refreshes (from the refresh's ``seconds_by_step``)."""
+    names = list(dict.fromkeys(name for runs in case.steps.values() for run in runs for name in run))
+    lines = ["| dirty users | " + " | ".join(names) + " | total |", "|---" * (len(names) + 2) + "|"]
+    for n in sorted(case.steps):
+        cells = [f"{median([run.get(name, 0.0) for run in case.steps[n]]):.2f}" for name in names]
+        lines.append(f"| {n:,} | {' | '.join(cells)} | {case.median(n):.2f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each MovieLens case (median)")
@@ -269,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         "Medians over the runs.",
         "",
         *table(ml, ml[1], ml_facts["users"]),
+        "",
+        "Where the warm refresher's seconds go (medians of its own `seconds_by_step`): *progress and models* reads "
+        "the watermarks and checks the `@champion` aliases; *read dirty users* finds the users with new batches "
+        "in `silver.events` and reads their affinities; *decide and score* is the update policy and the GCN; "
+        "*write* is the edge MERGE, the history append and the watermark MERGE (three Delta commits).",
+        "",
+        *step_table(ml[-1]),
     ]
     if scale:
         md += [

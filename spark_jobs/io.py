@@ -23,7 +23,7 @@ from spark_jobs.settings import Lake, SparkSettings
 from uig_common.errors import UigError
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,26 @@ def overwrite(
     writer.save(path)
 
 
+def append(spark: "SparkSession", lake: Lake, table: str, df: "DataFrame") -> None:
+    """Add ``df``'s rows to ``table`` in one commit (no read of the table's rows)."""
+    writer = df.select(*TABLE_SCHEMAS[table].fieldNames()).write.format("delta").mode("append")
+    if table in TABLE_PARTITIONS:
+        writer = writer.partitionBy(*TABLE_PARTITIONS[table])
+    writer.save(ensure_table(spark, lake, table))
+
+
+def has_rows(spark: "SparkSession", lake: Lake, table: str, where: "Column") -> bool:
+    """Whether a row of ``table`` matches ``where`` (file statistics skip most files)."""
+    return len(read_table(spark, lake, table).where(where).limit(1).collect()) > 0
+
+
+def timestamp_literal(when: datetime) -> "Column":
+    """``when`` as a Spark timestamp literal in UTC (the session's time zone), whatever its tzinfo."""
+    from pyspark.sql import functions as F
+
+    return F.lit(when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp")
+
+
 def merge_upsert(
     spark: "SparkSession",
     lake: Lake,
@@ -302,8 +322,7 @@ def merge_interest_edges(
         if c not in keys:
             out = out.withColumn(c, F.lit(None).cast(TABLE_SCHEMAS[table][c].dataType))
     source = new_edges.select(*cols).withColumn("_action", F.lit("upsert")).unionByName(out.select(*cols, "_action"))
-    utc = as_of.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")  # the session runs in UTC
-    stamp = F.lit(utc).cast("timestamp")
+    stamp = timestamp_literal(as_of)
     same_run = F.col(f"t.{C.AS_OF}") == stamp
     (
         DeltaTable.forPath(spark, path).alias("t")

@@ -3,20 +3,20 @@
 
 Reads: the ``aggregate`` and ``refresh`` watermarks, the users with behaviour the last refresh did
 not see, their affinities, the item topics and titles. Writes, in this order: the model's interest
-communities (full refresh only), the dirty users' edges (one MERGE), their history rows, and the
+communities (full refresh only), the dirty users' edges (one MERGE), their history rows (an append), and the
 ``refresh`` watermark last, so a refresh killed part-way is redone whole by the next run.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
 from spark_jobs import io
 from spark_jobs.faults import crash_point
@@ -64,20 +64,22 @@ def graph_has_other_model(spark: "SparkSession", lake: Lake, model_version: str)
     return edges.where(other).limit(1).count() > 0
 
 
-@contextmanager
-def dirty_users(
-    spark: "SparkSession", lake: Lake, *, after_batch_seq: int | None, upto_batch_seq: int
-) -> Iterator[tuple["DataFrame", int]]:
-    """(user_key frame, count) of users with events in batches ``(after_batch_seq, upto_batch_seq]``
-    (every user when ``after_batch_seq`` is None), cached while the block runs."""
+def dirty_users(spark: "SparkSession", lake: Lake, *, after_batch_seq: int | None, upto_batch_seq: int) -> list[str]:
+    """The user_keys (sorted) of users with events in batches ``(after_batch_seq, upto_batch_seq]``
+    (every user when ``after_batch_seq`` is None)."""
     events = io.read_table(spark, lake, C.SILVER_EVENTS)
     if after_batch_seq is not None:
         events = events.where((F.col(C.BATCH_SEQ) > after_batch_seq) & (F.col(C.BATCH_SEQ) <= upto_batch_seq))
-    users = events.select(C.USER_KEY).distinct().persist()
-    try:
-        yield users, users.count()
-    finally:
-        users.unpersist()
+    return sorted(r[0] for r in events.select(C.USER_KEY).distinct().collect())
+
+
+def user_frame(spark: "SparkSession", user_keys: Sequence[str]) -> "DataFrame":
+    """``user_keys`` as a one-column frame of local data (through Arrow): later joins and the edge
+    MERGE use it without re-planning the scan that found the users."""
+    import pandas as pd
+
+    schema = StructType([StructField(C.USER_KEY, StringType(), nullable=False)])
+    return spark.createDataFrame(pd.DataFrame({C.USER_KEY: pd.Series(list(user_keys), dtype="object")}), schema)
 
 
 def read_histories(spark: "SparkSession", lake: Lake, users: "DataFrame") -> "pd.DataFrame":
@@ -144,9 +146,13 @@ def write_edges(
     new_edges = spark.createDataFrame(frame, schema)  # through Arrow: no Python loop over the rows
     io.merge_interest_edges(spark, lake, new_edges, users, as_of)
     crash_point("after_edges")
-    history = TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames()
-    io.merge_upsert(spark, lake, C.GOLD_INTEREST_HISTORY, new_edges.select(*history),
-                    [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True)
+    history = new_edges.select(*TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames())
+    if io.has_rows(spark, lake, C.GOLD_INTEREST_HISTORY, F.col(C.AS_OF) == io.timestamp_literal(as_of)):
+        # a retry of this refresh (killed before its watermark): rows it recorded stay, first write wins
+        io.merge_upsert(spark, lake, C.GOLD_INTEREST_HISTORY, history,
+                        [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True)
+    else:  # no row carries this as_of, so none can match: an append is the same MERGE without the join
+        io.append(spark, lake, C.GOLD_INTEREST_HISTORY, history)
     crash_point("after_history")
     io.write_watermark(spark, lake, C.PIPELINE_REFRESH, last_batch_seq=upto_batch_seq, as_of=as_of, updated_at=as_of,
                        model_version=models_marker or model_version)

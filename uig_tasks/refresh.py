@@ -104,28 +104,30 @@ class Refresher:
                   "edges_written": 0, "model_version": version, "policy_version": policy_version}
         steps["progress and models"] = time.perf_counter() - t0
 
-        with refresh_job.dirty_users(spark, config.lake, after_batch_seq=after,
-                                     upto_batch_seq=progress.aggregated_batch_seq) as (dirty, n_dirty):
-            if n_dirty == 0:
-                log.info("refresh: no user has new behaviour since batch %s; nothing written", after or 0)
-                return {**result, "mode": "noop", "seconds": round(time.perf_counter() - t0, 3)}
-            log.info("refresh: %d dirty users (%s), model uig-gcn v%s", n_dirty, result["mode"], version)
-            histories = refresh_job.read_histories(spark, config.lake, dirty)
-            topics, titles = self._catalog_inputs()
-            steps["read dirty users"] = time.perf_counter() - t0 - sum(steps.values())
-            users = user_histories(histories, as_of)
-            previous = None if progress.refreshed_as_of is None else progress.refreshed_as_of.timestamp()
-            users = with_update_policy(users, scorer, policy, previous, as_of.timestamp())
-            result["actions"] = dict(Counter(u.update_action for u in users))
-            edges = interest_edges(scorer, users, with_communities(topics, scorer.communities), titles)
-            steps["decide and score"] = time.perf_counter() - t0 - sum(steps.values())
-            if full:  # the model's communities become the community nodes of the graph
-                refresh_job.write_communities(spark, config.lake, scorer.communities, str(version))
-            refresh_job.write_edges(spark, config.lake, edges, dirty, as_of=as_of, model_version=str(version),
-                                    policy_version=policy_version, upto_batch_seq=progress.aggregated_batch_seq,
-                                    models_marker=marker)
-            self._last_written = (progress.aggregated_batch_seq, marker)
-            steps["write"] = time.perf_counter() - t0 - sum(steps.values())
+        dirty_keys = refresh_job.dirty_users(spark, config.lake, after_batch_seq=after,
+                                             upto_batch_seq=progress.aggregated_batch_seq)
+        n_dirty = len(dirty_keys)
+        if n_dirty == 0:
+            log.info("refresh: no user has new behaviour since batch %s; nothing written", after or 0)
+            return {**result, "mode": "noop", "seconds": round(time.perf_counter() - t0, 3)}
+        log.info("refresh: %d dirty users (%s), model uig-gcn v%s", n_dirty, result["mode"], version)
+        dirty = refresh_job.user_frame(spark, dirty_keys)
+        histories = refresh_job.read_histories(spark, config.lake, dirty)
+        topics, titles = self._catalog_inputs()
+        steps["read dirty users"] = time.perf_counter() - t0 - sum(steps.values())
+        users = user_histories(histories, as_of)
+        previous = None if progress.refreshed_as_of is None else progress.refreshed_as_of.timestamp()
+        users = with_update_policy(users, scorer, policy, previous, as_of.timestamp())
+        result["actions"] = dict(Counter(u.update_action for u in users))
+        edges = interest_edges(scorer, users, with_communities(topics, scorer.communities), titles)
+        steps["decide and score"] = time.perf_counter() - t0 - sum(steps.values())
+        if full:  # the model's communities become the community nodes of the graph
+            refresh_job.write_communities(spark, config.lake, scorer.communities, str(version))
+        refresh_job.write_edges(spark, config.lake, edges, dirty, as_of=as_of, model_version=str(version),
+                                policy_version=policy_version, upto_batch_seq=progress.aggregated_batch_seq,
+                                models_marker=marker)
+        self._last_written = (progress.aggregated_batch_seq, marker)
+        steps["write"] = time.perf_counter() - t0 - sum(steps.values())
 
         result.update(dirty_users=n_dirty, edges_written=len(edges), seconds=round(time.perf_counter() - t0, 3),
                       seconds_by_step={name: round(v, 3) for name, v in steps.items()})

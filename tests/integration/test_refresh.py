@@ -106,6 +106,12 @@ def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed) -
     assert kept  # returning users keep some interests, with their previous weight
     stamps = io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).groupBy(C.AS_OF).count().collect()
     assert {r[C.AS_OF].date() for r in stamps} <= {TRAIN_UNTIL, refreshed["day"]}
+    history = io.read_table(spark, config.lake, C.GOLD_INTEREST_HISTORY)
+    recorded = history.where(history[C.AS_OF] == io.timestamp_literal(end_of(refreshed["day"])))
+    assert {r[0] for r in recorded.select(C.USER_KEY).distinct().collect()} == day_users
+    assert recorded.count() == second["edges_written"]
+    from delta.tables import DeltaTable  # a refresh's first history rows are appended, not MERGEd
+    assert DeltaTable.forPath(spark, config.lake.path(C.GOLD_INTEREST_HISTORY)).history(1).collect()[0]["operation"] == "WRITE"
 
 
 def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refreshed, tmp_path) -> None:
