@@ -25,7 +25,7 @@ from uig_common.errors import InputError, UigError
 from spark_jobs import io
 from spark_jobs.faults import crash_point
 from spark_jobs.landing import LandingScan, Segment, catalog_files, scan_landing, segment_is_intact
-from spark_jobs.schemas import OPS_BATCHES, OPS_LANDING_FILES, SEGMENT
+from spark_jobs.schemas import OPS_BATCHES, OPS_LANDING_FILES, SEGMENT, TABLE_SCHEMAS
 from spark_jobs.settings import IngestSettings, Lake
 from spark_jobs.transforms.lines import split_lines
 from spark_jobs.transforms.catalog import items_from_landing, users_from_landing
@@ -102,11 +102,23 @@ ITEM_SCHEMA = "item_id string, title string, genres array<string>, year int, ent
 USER_SCHEMA = "user_id string, age int, gender string, occupation string, region string"
 
 
-def _catalog_rows(spark: SparkSession, folder: Path, schema: str) -> DataFrame | None:
-    """Rows of the catalog's JSON-lines files (regular files only: links are not followed), with ``_file``."""
-    files = catalog_files(folder)
-    if not files:
-        return None
+#: Part of every catalog note: bump it when the landing → silver catalog transform changes
+#: without a schema change, so unchanged files are compared (and upserted) again once.
+CATALOG_NOTE_VERSION = 1
+
+
+def _catalog_note(table: str, files: list[tuple[str, Path]], schema: str, secret: str = "") -> str:
+    """What a catalog upsert was made from: the files' names and bytes, the schemas and the salt
+    (``secret``), digested. Kept as the upsert's Delta commit note (:func:`io.last_commit_note`)."""
+    digest = hashlib.sha256(f"{CATALOG_NOTE_VERSION}|{table}|{schema}|{TABLE_SCHEMAS[table].simpleString()}".encode())
+    digest.update(hashlib.sha256(secret.encode()).digest())
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return f"catalog-files:{digest.hexdigest()}"
+
+
+def _catalog_rows(spark: SparkSession, files: list[tuple[str, Path]], schema: str) -> DataFrame:
+    """Rows of the catalog's JSON-lines ``files`` (:func:`catalog_files`), with ``_file``."""
     lines = [(name, line.decode("utf-8", "replace")) for name, path in files for line in split_lines(path.read_bytes())
              if line.strip()]
     raw = spark.createDataFrame(lines, "_file string, _json string")
@@ -120,22 +132,39 @@ def _latest_per_key(df: DataFrame, key: str) -> DataFrame:
 
 
 def ingest_catalog(spark: SparkSession, lake: Lake, settings: IngestSettings, logical_time: datetime) -> dict[str, int]:
-    """Upsert items and users (MERGE, updating a row only when its content hash changed)."""
+    """Upsert items and users (MERGE, updating a row only when its content hash changed).
+
+    A table whose last commit is the upsert of the very same files (same bytes, schemas and salt:
+    its commit note) is not compared again: a run with new events only pays nothing for the catalog.
+    (An upsert that changes no row makes no commit, so files edited back and forth, or a table last
+    written before notes existed, are compared on every run until a row changes: the old cost.)
+    """
     counts: dict[str, int] = {}
-    items = _catalog_rows(spark, settings.landing_dir / ITEMS_SUBDIR, ITEM_SCHEMA)
-    if items is not None:
-        bad = items.where(F.col(C.ITEM_ID).isNull() | F.col(C.TITLE).isNull()).count()
-        if bad:
-            raise InputError(f"{bad} item rows in {settings.landing_dir / ITEMS_SUBDIR} have no item_id or title; "
-                             "fix the catalog files")
-        items = items_from_landing(_latest_per_key(items, C.ITEM_ID), logical_time)
-        counts["items_changed"] = _upsert_changed(spark, lake, C.SILVER_ITEMS, items, C.ITEM_ID)
+    item_files = catalog_files(settings.landing_dir / ITEMS_SUBDIR)
+    if item_files:
+        note = _catalog_note(C.SILVER_ITEMS, item_files, ITEM_SCHEMA)
+        counts["items_changed"] = 0
+        if io.last_commit_note(spark, lake, C.SILVER_ITEMS) == note:
+            log.info("catalog items: files unchanged since the last upsert; not compared")
+        else:
+            items = _catalog_rows(spark, item_files, ITEM_SCHEMA)
+            bad = items.where(F.col(C.ITEM_ID).isNull() | F.col(C.TITLE).isNull()).count()
+            if bad:
+                raise InputError(f"{bad} item rows in {settings.landing_dir / ITEMS_SUBDIR} have no item_id or title; "
+                                 "fix the catalog files")
+            items = items_from_landing(_latest_per_key(items, C.ITEM_ID), logical_time)
+            counts["items_changed"] = _upsert_changed(spark, lake, C.SILVER_ITEMS, items, C.ITEM_ID, note)
         counts["items"] = io.read_table(spark, lake, C.SILVER_ITEMS).count()
-    users = _catalog_rows(spark, settings.landing_dir / USERS_SUBDIR, USER_SCHEMA)
-    if users is not None:
-        users = users.where(F.col(C.USER_ID).isNotNull())
-        users = users_from_landing(_latest_per_key(users, C.USER_ID), settings.user_salt, logical_time)
-        counts["users_changed"] = _upsert_changed(spark, lake, C.SILVER_USERS, users, C.USER_KEY)
+    user_files = catalog_files(settings.landing_dir / USERS_SUBDIR)
+    if user_files:
+        note = _catalog_note(C.SILVER_USERS, user_files, USER_SCHEMA, settings.user_salt)
+        counts["users_changed"] = 0
+        if io.last_commit_note(spark, lake, C.SILVER_USERS) == note:
+            log.info("catalog users: files unchanged since the last upsert; not compared")
+        else:
+            users = _catalog_rows(spark, user_files, USER_SCHEMA).where(F.col(C.USER_ID).isNotNull())
+            users = users_from_landing(_latest_per_key(users, C.USER_ID), settings.user_salt, logical_time)
+            counts["users_changed"] = _upsert_changed(spark, lake, C.SILVER_USERS, users, C.USER_KEY, note)
         counts["users"] = io.read_table(spark, lake, C.SILVER_USERS).count()
     return counts
 
@@ -153,13 +182,14 @@ def _write_batch_row(spark: SparkSession, lake: Lake, row: dict[str, object]) ->
     io.merge_upsert(spark, lake, C.OPS_BATCHES, df, [C.BATCH_ID])
 
 
-def _upsert_changed(spark: SparkSession, lake: Lake, table: str, rows: DataFrame, key: str) -> int:
-    """MERGE only rows whose content hash differs from what is stored; returns how many."""
+def _upsert_changed(spark: SparkSession, lake: Lake, table: str, rows: DataFrame, key: str, note: str) -> int:
+    """MERGE only rows whose content hash differs from what is stored (the commit noted ``note``);
+    returns how many."""
     stored = io.read_table(spark, lake, table).select(key, C.CONTENT_HASH)
     changed = rows.join(stored, [key, C.CONTENT_HASH], "left_anti").persist()
     n = changed.count()
     if n:
-        io.merge_upsert(spark, lake, table, changed, [key])
+        io.merge_upsert(spark, lake, table, changed, [key], commit_note=note)
     changed.unpersist()
     return n
 

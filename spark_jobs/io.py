@@ -234,11 +234,13 @@ def merge_upsert(
     *,
     update_when: str | None = None,
     insert_only: bool = False,
+    commit_note: str | None = None,
 ) -> None:
     """MERGE ``df`` into ``table`` on ``keys``: insert new keys, update matched ones.
 
     ``update_when`` restricts updates (e.g. only when the content hash changed);
-    ``insert_only`` never touches existing rows (first writer wins, as for de-duplication).
+    ``insert_only`` never touches existing rows (first writer wins, as for de-duplication);
+    ``commit_note`` becomes the commit's ``userMetadata``, as in :func:`overwrite`.
     """
     from delta.tables import DeltaTable
 
@@ -249,7 +251,22 @@ def merge_upsert(
     )
     if not insert_only:
         merge = merge.whenMatchedUpdateAll(condition=update_when)
-    merge.whenNotMatchedInsertAll().execute()
+    with _user_metadata(spark, commit_note):
+        merge.whenNotMatchedInsertAll().execute()
+
+
+@contextmanager
+def _user_metadata(spark: "SparkSession", note: str | None) -> Iterator[None]:
+    """Delta takes a MERGE's ``userMetadata`` from a session setting: set it for one commit."""
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    if note is None:
+        yield
+        return
+    spark.conf.set(key, note)
+    try:
+        yield
+    finally:
+        spark.conf.unset(key)
 
 
 def replace_groups(

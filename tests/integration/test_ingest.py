@@ -142,19 +142,27 @@ def test_late_events_are_ingested_and_flagged(spark, config):
     assert wm[C.MAX_EVENT_TS].date() == SECOND_DAY  # late data does not move the watermark back
 
 
-def test_changed_item_title_changes_only_its_hash(spark, config):
+def test_changed_item_title_changes_only_its_hash(spark, config, caplog):
     prepare(config.landing_dir, day=FIRST_DAY)
     ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)
     before = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in io.read_table(spark, config.lake, C.SILVER_ITEMS).collect()}
     items_file = config.landing_dir / "catalog" / "items" / "items.jsonl"
     lines = [json.loads(line) for line in items_file.read_text().splitlines()]
+    original = lines[0]["title"]
     lines[0]["title"] = "Toy Story (Special Edition)"
     items_file.write_text("".join(json.dumps(i) + "\n" for i in lines))
     counts = ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)
     after = {r[C.ITEM_ID]: r[C.CONTENT_HASH] for r in io.read_table(spark, config.lake, C.SILVER_ITEMS).collect()}
     assert counts["items_changed"] == 1
     assert [k for k in before if before[k] != after[k]] == [lines[0]["item_id"]]
-    assert ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)["items_changed"] == 0
+    version = io.table_version(spark, config.lake, C.SILVER_ITEMS)
+    with caplog.at_level("INFO", logger="spark_jobs.ingest_job"):
+        assert ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)["items_changed"] == 0
+    assert "catalog items: files unchanged since the last upsert; not compared" in caplog.text  # its commit note
+    assert io.table_version(spark, config.lake, C.SILVER_ITEMS) == version
+    lines[0]["title"] = original  # back to what it was: compared again, one row changed again
+    items_file.write_text("".join(json.dumps(i) + "\n" for i in lines))
+    assert ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)["items_changed"] == 1
 
 
 def test_hostile_files_never_wedge_ingestion_and_nothing_is_skipped_silently(spark, config, tmp_path):
