@@ -15,7 +15,7 @@ import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -107,19 +107,19 @@ USER_SCHEMA = "user_id string, age int, gender string, occupation string, region
 CATALOG_NOTE_VERSION = 1
 
 
-def _catalog_note(table: str, files: list[tuple[str, Path]], schema: str, secret: str = "") -> str:
+def _catalog_note(table: str, files: list[tuple[str, bytes]], schema: str, secret: str = "") -> str:
     """What a catalog upsert was made from: the files' names and bytes, the schemas and the salt
     (``secret``), digested. Kept as the upsert's Delta commit note (:func:`io.last_commit_note`)."""
     digest = hashlib.sha256(f"{CATALOG_NOTE_VERSION}|{table}|{schema}|{TABLE_SCHEMAS[table].simpleString()}".encode())
     digest.update(hashlib.sha256(secret.encode()).digest())
-    for name, path in files:
-        digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    for name, data in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return f"catalog-files:{digest.hexdigest()}"
 
 
-def _catalog_rows(spark: SparkSession, files: list[tuple[str, Path]], schema: str) -> DataFrame:
-    """Rows of the catalog's JSON-lines ``files`` (:func:`catalog_files`), with ``_file``."""
-    lines = [(name, line.decode("utf-8", "replace")) for name, path in files for line in split_lines(path.read_bytes())
+def _catalog_rows(spark: SparkSession, files: list[tuple[str, bytes]], schema: str) -> DataFrame:
+    """Rows of the catalog's JSON-lines files (name, bytes), with ``_file``."""
+    lines = [(name, line.decode("utf-8", "replace")) for name, data in files for line in split_lines(data)
              if line.strip()]
     raw = spark.createDataFrame(lines, "_file string, _json string")
     return raw.select(F.from_json("_json", schema).alias("r"), "_file").select("r.*", "_file")
@@ -131,6 +131,25 @@ def _latest_per_key(df: DataFrame, key: str) -> DataFrame:
     return df.withColumn("_r", F.row_number().over(w)).where("_r = 1").drop("_r", "_file")
 
 
+def _upsert_catalog(
+    spark: SparkSession, lake: Lake, folder: Path, table: str, schema: str, key: str,
+    to_rows: Callable[[DataFrame], DataFrame], secret: str = "",
+) -> tuple[int, int] | None:
+    """(rows changed, rows in ``table``) after upserting the catalog files of ``folder`` (regular
+    files only, links not followed) through ``to_rows``; None when the folder has none. Files
+    equal to those of the table's last upsert (its commit note) are not read into Spark at all."""
+    files = [(name, path.read_bytes()) for name, path in catalog_files(folder)]
+    if not files:
+        return None
+    note = _catalog_note(table, files, schema, secret)
+    changed = 0
+    if io.last_commit_note(spark, lake, table) == note:
+        log.info("catalog %s: files unchanged since the last upsert; not compared", folder.name)
+    else:
+        changed = _upsert_changed(spark, lake, table, to_rows(_catalog_rows(spark, files, schema)), key, note)
+    return changed, io.read_table(spark, lake, table).count()
+
+
 def ingest_catalog(spark: SparkSession, lake: Lake, settings: IngestSettings, logical_time: datetime) -> dict[str, int]:
     """Upsert items and users (MERGE, updating a row only when its content hash changed).
 
@@ -139,33 +158,26 @@ def ingest_catalog(spark: SparkSession, lake: Lake, settings: IngestSettings, lo
     (An upsert that changes no row makes no commit, so files edited back and forth, or a table last
     written before notes existed, are compared on every run until a row changes: the old cost.)
     """
+    items_dir, users_dir = settings.landing_dir / ITEMS_SUBDIR, settings.landing_dir / USERS_SUBDIR
+
+    def item_rows(items: DataFrame) -> DataFrame:
+        bad = items.where(F.col(C.ITEM_ID).isNull() | F.col(C.TITLE).isNull()).count()
+        if bad:
+            raise InputError(f"{bad} item rows in {items_dir} have no item_id or title; fix the catalog files")
+        return items_from_landing(_latest_per_key(items, C.ITEM_ID), logical_time)
+
+    def user_rows(users: DataFrame) -> DataFrame:
+        users = users.where(F.col(C.USER_ID).isNotNull())
+        return users_from_landing(_latest_per_key(users, C.USER_ID), settings.user_salt, logical_time)
+
     counts: dict[str, int] = {}
-    item_files = catalog_files(settings.landing_dir / ITEMS_SUBDIR)
-    if item_files:
-        note = _catalog_note(C.SILVER_ITEMS, item_files, ITEM_SCHEMA)
-        counts["items_changed"] = 0
-        if io.last_commit_note(spark, lake, C.SILVER_ITEMS) == note:
-            log.info("catalog items: files unchanged since the last upsert; not compared")
-        else:
-            items = _catalog_rows(spark, item_files, ITEM_SCHEMA)
-            bad = items.where(F.col(C.ITEM_ID).isNull() | F.col(C.TITLE).isNull()).count()
-            if bad:
-                raise InputError(f"{bad} item rows in {settings.landing_dir / ITEMS_SUBDIR} have no item_id or title; "
-                                 "fix the catalog files")
-            items = items_from_landing(_latest_per_key(items, C.ITEM_ID), logical_time)
-            counts["items_changed"] = _upsert_changed(spark, lake, C.SILVER_ITEMS, items, C.ITEM_ID, note)
-        counts["items"] = io.read_table(spark, lake, C.SILVER_ITEMS).count()
-    user_files = catalog_files(settings.landing_dir / USERS_SUBDIR)
-    if user_files:
-        note = _catalog_note(C.SILVER_USERS, user_files, USER_SCHEMA, settings.user_salt)
-        counts["users_changed"] = 0
-        if io.last_commit_note(spark, lake, C.SILVER_USERS) == note:
-            log.info("catalog users: files unchanged since the last upsert; not compared")
-        else:
-            users = _catalog_rows(spark, user_files, USER_SCHEMA).where(F.col(C.USER_ID).isNotNull())
-            users = users_from_landing(_latest_per_key(users, C.USER_ID), settings.user_salt, logical_time)
-            counts["users_changed"] = _upsert_changed(spark, lake, C.SILVER_USERS, users, C.USER_KEY, note)
-        counts["users"] = io.read_table(spark, lake, C.SILVER_USERS).count()
+    items = _upsert_catalog(spark, lake, items_dir, C.SILVER_ITEMS, ITEM_SCHEMA, C.ITEM_ID, item_rows)
+    if items is not None:
+        counts["items_changed"], counts["items"] = items
+    users = _upsert_catalog(spark, lake, users_dir, C.SILVER_USERS, USER_SCHEMA, C.USER_KEY, user_rows,
+                            settings.user_salt)
+    if users is not None:
+        counts["users_changed"], counts["users"] = users
     return counts
 
 
@@ -235,7 +247,7 @@ def ingest_events(spark: SparkSession, lake: Lake, settings: IngestSettings, log
 
 def _resume_batch(spark: SparkSession, lake: Lake, settings: IngestSettings, batch: dict) -> BatchResult | None:
     """Finish a batch a killed run left behind; None (batch abandoned) if its bytes are gone from landing."""
-    has_bronze = io.read_table(spark, lake, C.BRONZE_EVENTS_RAW).where(F.col(C.BATCH_ID) == batch[C.BATCH_ID]).limit(1).count()
+    has_bronze = io.has_rows(spark, lake, C.BRONZE_EVENTS_RAW, F.col(C.BATCH_ID) == batch[C.BATCH_ID])
     if not has_bronze and not all(segment_is_intact(settings.landing_dir, s) for s in _segments_of(batch)):
         log.warning("abandoning unfinished batch %s: its landing bytes changed before bronze held them; "
                     "the files are planned again", batch[C.BATCH_ID])

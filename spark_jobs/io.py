@@ -193,24 +193,28 @@ def overwrite(
     as the commit's ``userMetadata`` (:func:`last_commit_note`): what the rows were made from.
     """
     path = ensure_table(spark, lake, table)
-    writer = df.select(*TABLE_SCHEMAS[table].fieldNames()).write.format("delta").mode("overwrite")
+    writer = _writer(df, table, "overwrite")
     if commit_note is not None:
         writer = writer.option("userMetadata", commit_note)
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
     elif overwrite_schema:
         writer = writer.option("overwriteSchema", "true")
-    if table in TABLE_PARTITIONS:
-        writer = writer.partitionBy(*TABLE_PARTITIONS[table])
     writer.save(path)
 
 
 def append(spark: "SparkSession", lake: Lake, table: str, df: "DataFrame") -> None:
     """Add ``df``'s rows to ``table`` in one commit (no read of the table's rows)."""
-    writer = df.select(*TABLE_SCHEMAS[table].fieldNames()).write.format("delta").mode("append")
+    path = ensure_table(spark, lake, table)
+    _writer(df, table, "append").save(path)
+
+
+def _writer(df: "DataFrame", table: str, mode: str):
+    """A Delta writer of ``df``'s contract columns for ``table``, partitioned as the table is."""
+    writer = df.select(*TABLE_SCHEMAS[table].fieldNames()).write.format("delta").mode(mode)
     if table in TABLE_PARTITIONS:
         writer = writer.partitionBy(*TABLE_PARTITIONS[table])
-    writer.save(ensure_table(spark, lake, table))
+    return writer
 
 
 def has_rows(spark: "SparkSession", lake: Lake, table: str, where: "Column") -> bool:

@@ -59,9 +59,8 @@ def read_progress(spark: "SparkSession", lake: Lake) -> RefreshProgress:
 
 def graph_has_other_model(spark: "SparkSession", lake: Lake, model_version: str) -> bool:
     """Whether an active edge of ``gold.interest_edges`` comes from another model version."""
-    edges = io.read_table(spark, lake, C.GOLD_INTEREST_EDGES)
     other = (F.col(C.EDGE_STATUS) == C.EDGE_ACTIVE) & (F.col(C.MODEL_VERSION) != model_version)
-    return edges.where(other).limit(1).count() > 0
+    return io.has_rows(spark, lake, C.GOLD_INTEREST_EDGES, other)
 
 
 def dirty_users(spark: "SparkSession", lake: Lake, *, after_batch_seq: int | None, upto_batch_seq: int) -> list[str]:
