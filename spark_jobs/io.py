@@ -174,7 +174,19 @@ def _last_commit(spark: "SparkSession", lake: Lake, table: str):
 
 
 def table_version(spark: "SparkSession", lake: Lake, table: str) -> int:
-    return int(_last_commit(spark, lake, table)["version"])
+    """The table's latest Delta version, from the Delta log's snapshot in the JVM: no Spark job
+    (about 20 ms, against 0.3–0.5 s for a history query — a warm refresher asks on every run).
+    Falls back to the history query where that internal API is not there."""
+    from py4j.protocol import Py4JError
+
+    path = ensure_table(spark, lake, table)
+    try:
+        jvm = spark._jvm
+        empty = jvm.scala.Option.empty()
+        log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+        return int(log_.update(False, empty, empty).version())
+    except (Py4JError, AttributeError, TypeError):  # another Delta version, or a session without a JVM
+        return int(_last_commit(spark, lake, table)["version"])
 
 
 def last_commit_note(spark: "SparkSession", lake: Lake, table: str) -> str | None:

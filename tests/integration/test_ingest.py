@@ -163,6 +163,10 @@ def test_changed_item_title_changes_only_its_hash(spark, config, caplog):
     lines[0]["title"] = original  # back to what it was: compared again, one row changed again
     items_file.write_text("".join(json.dumps(i) + "\n" for i in lines))
     assert ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME)["items_changed"] == 1
+    from delta.tables import DeltaTable  # the version read from the JVM's snapshot is the history's
+
+    history = DeltaTable.forPath(spark, config.lake.path(C.SILVER_ITEMS)).history(1).collect()[0]["version"]
+    assert io.table_version(spark, config.lake, C.SILVER_ITEMS) == history == version + 1
 
 
 def test_hostile_files_never_wedge_ingestion_and_nothing_is_skipped_silently(spark, config, tmp_path):
