@@ -264,11 +264,23 @@ class UigGCNScorer:
             raise GCNTrainError("inputs are over a different item index than the model; use the split it was fitted on")
         check_no_leakage(inputs, as_of_seconds, "scorer input")
         prior = popularity_prior(inputs, float(as_of_seconds), self.config.prior_half_life_days)
-        other = UigGCNScorer(self.config, self.item_ids, self.model, self.graph, self.topic_ids, prior, as_of_seconds)
-        other._propagation, other._items = self._propagation, self._items  # same parameters, same embeddings
+        return self._sharing_model(self.config, prior, as_of_seconds)
+
+    def _sharing_model(self, config: GCNTrainConfig, prior: Tensor, as_of: float) -> UigGCNScorer:
+        """A scorer with other scoring inputs over the same parameters and cached embeddings."""
+        other = UigGCNScorer(config, self.item_ids, self.model, self.graph, self.topic_ids, prior, as_of)
+        other._propagation, other._items = self._propagation, self._items
         other._neighbours = self._neighbours
         other.communities = self.communities
         return other
+
+    def with_prior_weight(self, prior_weight: float) -> UigGCNScorer:
+        """This model scoring with another weight λ of the popularity prior (no retraining): what an
+        environment that judges profiles uses when, at the trained λ, the prior ranks nearly alone."""
+        if not prior_weight >= 0:
+            raise GCNTrainError(f"prior_weight must be >= 0, got {prior_weight}")
+        return self._sharing_model(dataclasses.replace(self.config, prior_weight=float(prior_weight)), self.prior,
+                                   self.as_of)
 
     def recommend(
         self, histories: Sequence[Sequence[Hashable]], k: int = 10, ages_seconds: Sequence[Sequence[float]] | None = None,

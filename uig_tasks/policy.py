@@ -7,6 +7,8 @@ construction:
 
 * the DQN (and the contextual bandit it is compared with) trains on the **validation window**
   with the training users;
+* the reward ranks with the popularity prior at the weight under which today's rule earns most
+  on that same training window (:func:`models.update_policy.choose_reward_prior_weight`);
 * it is evaluated on the **test window** with **held-out users** only (no user in both:
   :func:`models.update_policy.check_disjoint`), against every fixed action — ``keep``,
   ``rebuild`` (= ``fixed-shares-v1``, today's rule) and the decay / admit / prune operators — with
@@ -42,7 +44,7 @@ def _environments(config: UigConfig, snapshot_path: Path, step: str, held_out_sh
     import numpy as np
 
     from models.rolling import parse_step
-    from models.update_policy import PolicyEnvironment, check_disjoint, split_users
+    from models.update_policy import PolicyEnvironment, check_disjoint, choose_reward_prior_weight, split_users
     from uig_tasks import scorer_model
     from uig_tasks.train import TrainingSnapshot
 
@@ -55,10 +57,16 @@ def _environments(config: UigConfig, snapshot_path: Path, step: str, held_out_sh
     check_disjoint(train_users, held_out)
     seconds = parse_step(step)
     end = float(data.test.ts.max()) + 1
+    prior_weight, by_weight = choose_reward_prior_weight(
+        lambda w: PolicyEnvironment(events, scorer.with_prior_weight(w), data.valid_start, data.test_start, seconds,
+                                    train_users))
+    log.info("reward prior weight %g (mean reward of rebuild on the training window: %s)", prior_weight,
+             ", ".join(f"{w:g} {m:.4f}" for w, m in by_weight.items()))
+    judged = scorer.with_prior_weight(prior_weight)
     return {
-        "gcn_version": gcn_version, "train_users": train_users, "held_out": held_out,
-        "train": PolicyEnvironment(events, scorer, data.valid_start, data.test_start, seconds, train_users),
-        "eval": PolicyEnvironment(events, scorer, data.test_start, end, seconds, held_out),
+        "gcn_version": gcn_version, "train_users": train_users, "held_out": held_out, "prior_weight": prior_weight,
+        "train": PolicyEnvironment(events, judged, data.valid_start, data.test_start, seconds, train_users),
+        "eval": PolicyEnvironment(events, judged, data.test_start, end, seconds, held_out),
     }
 
 
@@ -107,7 +115,8 @@ def train_policy(
     record = mlflow_store.TrainingRecord(
         state={**policy.to_state(), "loader": POLICY_LOADER},
         params={**{k: v for k, v in dataclasses.asdict(dqn_config).items() if v is not None}, "step": step, "held_out_share": held_out_share,
-                "gcn_version": envs["gcn_version"], "train_window": "validation", "eval_window": "test",
+                "gcn_version": envs["gcn_version"], "reward_prior_weight": envs["prior_weight"],
+                "train_window": "validation", "eval_window": "test",
                 "train_users": int(envs["train_users"].size), "held_out_users": int(envs["held_out"].size)},
         metrics={METRIC: score, "bandit_mean_reward": float(results["mean"]["bandit"]),
                  "best_fixed_mean_reward": float(compared["best_fixed_mean"]),

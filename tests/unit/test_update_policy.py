@@ -25,6 +25,7 @@ from models.update_policy import (
     Profiles,
     QPolicy,
     check_disjoint,
+    choose_reward_prior_weight,
     compare_to_best_fixed,
     double_dqn_targets,
     evaluate_policies,
@@ -299,6 +300,35 @@ def test_environment_rejects_bad_inputs(events: Interactions):
         next(env.replay(lambda s: np.zeros(1, dtype=np.int64)))
 
 
+class PriorHeavyScorer(ClusterScorer):
+    """The cluster scorer plus ``prior_weight`` times a prior scaled to swamp the profile."""
+
+    def __init__(self, prior_weight: float) -> None:
+        super().__init__()
+        self.prior_weight = prior_weight
+
+    def score_profiles(self, rows, items, weights, n_users, prior) -> torch.Tensor:
+        return super().score_profiles(rows, items, weights, n_users, prior) + self.prior_weight * 100.0 * prior
+
+
+def test_the_reward_prior_weight_is_the_one_todays_rule_earns_most_with(events: Interactions):
+    def make_env(weight: float) -> PolicyEnvironment:
+        return PolicyEnvironment(events, PriorHeavyScorer(weight), START, END, DAY, np.arange(N_STABLE))
+
+    weight, means = choose_reward_prior_weight(make_env, (1.0, 0.1, 0.0))
+    assert list(means) == [1.0, 0.1, 0.0]
+    assert weight == 0.0 and means[0.0] > means[1.0]  # a prior that swamps the profile ranks worse here
+    rule = list(make_env(0.0).replay(ACTION["rebuild"], counterfactual=False))
+    assert means[0.0] == pytest.approx(float(np.concatenate([r.chosen_rewards for r in rule]).mean()))
+    same, _ = choose_reward_prior_weight(lambda w: make_env(0.0), (1.0, 0.0))
+    assert same == 1.0  # a tie keeps the earlier (the trained) weight
+    with pytest.raises(PolicyInputError):
+        choose_reward_prior_weight(make_env, ())
+    quiet = lambda w: PolicyEnvironment(events, PriorHeavyScorer(w), END, END + 2 * DAY, DAY, [0])  # noqa: E731
+    kept, nothing = choose_reward_prior_weight(quiet, (1.0, 0.0))  # after the last event: nothing scored
+    assert kept == 1.0 and all(np.isnan(m) for m in nothing.values())
+
+
 def test_with_the_real_scorer_the_rebuild_profile_scores_as_the_model_folds_in(events: Interactions):
     import pandas as pd
 
@@ -327,6 +357,10 @@ def test_with_the_real_scorer_the_rebuild_profile_scores_as_the_model_folds_in(e
     prior = popularity_prior(before, t, scorer.config.prior_half_life_days)
     from_profile = scorer.score_profiles(r, i, torch.from_numpy(profile.weights[r, i]), N_STABLE + N_DRIFT, prior)
     torch.testing.assert_close(from_profile, scorer.score_at(np.arange(N_STABLE + N_DRIFT), before, t))
+    without_prior = scorer.with_prior_weight(0.0)
+    no_prior = without_prior.score_profiles(r, i, torch.from_numpy(profile.weights[r, i]), N_STABLE + N_DRIFT, prior)
+    torch.testing.assert_close(from_profile - no_prior, (scorer.config.prior_weight * prior).expand_as(no_prior))
+    assert scorer.config.prior_weight == GCNTrainConfig().prior_weight and without_prior.config.prior_weight == 0.0
     reps = list(env.replay(ACTION["rebuild"], counterfactual=False))
     assert reps and all(np.isfinite(rep.chosen_rewards).all() for rep in reps)
 
