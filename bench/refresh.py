@@ -15,10 +15,14 @@ Two data roots:
   warm refresher's full refresh of every user, then increments that dirty ``n`` users for ``n``
   up to every user.
 
-Medians over ``--repeats``; peak RSS of the whole process tree. Writes the ``refresh`` section of
-``bench/RESULTS.md`` and ``bench/refresh.png`` (seconds against dirty users).
+Medians over ``--repeats``; peak RSS of the whole process tree. The MovieLens root writes the
+``refresh`` section of ``bench/RESULTS.md`` and ``bench/refresh.png``, the SYNTHETIC root the
+``refresh-scale`` section and ``bench/refresh_scale.png`` (seconds against dirty users); either
+can be run alone.
 
     .venv/bin/python bench/refresh.py                          # ml-100k ×3, 50,000 synthetic users
+    .venv/bin/python bench/refresh.py --scale-users 0          # ml-100k only
+    .venv/bin/python bench/refresh.py --repeats 0              # the 50,000-user SYNTHETIC root only
     .venv/bin/python bench/refresh.py --repeats 1 --scale-users 2000   # quick
 """
 
@@ -43,6 +47,7 @@ from uig_tasks.config import UigConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOT = Path(__file__).resolve().parent / "refresh.png"
+SCALE_PLOT = Path(__file__).resolve().parent / "refresh_scale.png"
 SALT = "bench"
 #: The small model the SYNTHETIC scale root trains: the refresh's cost does not depend on its quality.
 SCALE_TRAINING = {"epochs": 1, "dim": 32, "patience": 1}
@@ -96,8 +101,9 @@ def cli_refresh(config: UigConfig) -> dict:
     return json.loads(out)
 
 
-def ready_root(config: UigConfig, land: Callable[[], None], training: dict | None) -> datetime:
-    """Land, ingest, aggregate, encode and train a data root; returns the last aggregate's time."""
+def ready_root(config: UigConfig, land: Callable[[], None], training: dict | None, facts: dict | None = None) -> datetime:
+    """Land, ingest, aggregate, encode and train a data root; returns the last aggregate's time
+    (``facts`` gets the seconds of ingest + aggregate and of training)."""
     from uig_tasks.encode import run_encode
     from uig_tasks.pipeline import run_aggregate, run_ingest
     from uig_tasks.train import run_train
@@ -108,11 +114,15 @@ def ready_root(config: UigConfig, land: Callable[[], None], training: dict | Non
     with measured() as m:
         run_ingest(config, last)
         run_aggregate(config, last)
-    print(f"  ingest + aggregate {m.seconds:.0f}s", flush=True)
+    print(f"  ingest + aggregate {m.seconds:.0f}s (peak RSS {m.peak_rss_mb:,.0f} MB)", flush=True)
+    if facts is not None:
+        facts.update(ingest_aggregate_seconds=m.seconds, ingest_aggregate_peak_mb=m.peak_rss_mb)
     run_encode(config, last)
     with measured() as m:
         run_train(config, datetime.now(timezone.utc), training)
     print(f"  train {m.seconds:.0f}s", flush=True)
+    if facts is not None:
+        facts.update(train_seconds=m.seconds)
     return last
 
 
@@ -185,7 +195,7 @@ def scale_cases(n_users: int, n_days: int) -> tuple[list[Case], dict]:
         facts: dict = {}
         last = ready_root(config, lambda: facts.update(generate_drift(config.landing_dir, n_users=n_users,
                                                                        n_days=n_days, seed=0)),
-                          SCALE_TRAINING)
+                          SCALE_TRAINING, facts)
         warm = Refresher(config)
         case = Case("warm Refresher, SYNTHETIC")
         with measured() as m:
@@ -204,7 +214,7 @@ def scale_cases(n_users: int, n_days: int) -> tuple[list[Case], dict]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def plot(cases: list[Case]) -> None:
+def plot(cases: list[Case], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,7 +232,7 @@ def plot(cases: list[Case]) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(PLOT, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -256,18 +266,35 @@ def step_table(case: Case) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each MovieLens case (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each MovieLens case (median; 0: skip it)")
     parser.add_argument("--scale-users", type=int, default=50_000,
                         help="users of the SYNTHETIC scale root (0: skip it); default 50,000")
     parser.add_argument("--scale-days", type=int, default=14, help="days of the SYNTHETIC scale root")
     parser.add_argument("--no-write", action="store_true", help="print the tables, leave RESULTS.md alone")
     args = parser.parse_args(argv)
+    if not (args.repeats or args.scale_users):
+        parser.error("nothing to run: give --repeats or --scale-users above 0")
+    if args.repeats:
+        ml, ml_facts = movielens_cases(args.repeats)
+        plot(ml, PLOT)
+        publish("refresh", movielens_section(ml, ml_facts), PLOT, args.no_write)
+    if args.scale_users:
+        scale, scale_facts = scale_cases(args.scale_users, args.scale_days)
+        plot(scale, SCALE_PLOT)
+        publish("refresh-scale", scale_section(scale, scale_facts, args.scale_days), SCALE_PLOT, args.no_write)
+    return 0
 
-    ml, ml_facts = movielens_cases(args.repeats)
-    scale, scale_facts = scale_cases(args.scale_users, args.scale_days) if args.scale_users else ([], {})
-    plot(ml + scale)
 
-    md = [
+def publish(section: str, md: list[str], plot_path: Path, no_write: bool) -> None:
+    text = "\n".join([*md, "", f"![refresh seconds against dirty users]({plot_path.name})"])
+    print(text)
+    if not no_write:
+        write_section(section, text)
+        print("written to bench/RESULTS.md and", plot_path)
+
+
+def movielens_section(ml: list[Case], ml_facts: dict) -> list[str]:
+    return [
         "## Refresh (`bench/refresh.py`)",
         "",
         f"Run {stamp()} on {machine()}; Spark `local[2]`.",
@@ -290,24 +317,28 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *step_table(ml[-1]),
     ]
-    if scale:
-        md += [
-            "",
-            f"**SYNTHETIC scale**: the drift simulator (`uig_tasks.synthetic.generate_drift`, seed 0) with "
-            f"{scale_facts['users']:,} users over {args.scale_days} days, {int(scale_facts.get('events', 0)):,} events, "
-            f"on the real MovieLens catalog; `@champion` trained with {SCALE_TRAINING} (the refresh's cost does not "
-            "depend on the model's quality). The warm refresher's full refresh is the row of every user; then each "
-            "row lands one touch for that many users. One run each.",
-            "",
-            *table(scale, None, scale_facts["users"]),
-        ]
-    md += ["", f"![refresh seconds against dirty users]({PLOT.name})"]
-    text = "\n".join(md)
-    print(text)
-    if not args.no_write:
-        write_section("refresh", text)
-        print("written to bench/RESULTS.md and", PLOT)
-    return 0
+
+
+def scale_section(scale: list[Case], facts: dict, days: int) -> list[str]:
+    return [
+        "## Refresh at scale (SYNTHETIC, `bench/refresh.py --repeats 0`)",
+        "",
+        f"Run {stamp()} on {machine()}; Spark `local[2]`.",
+        "",
+        f"The drift simulator (`uig_tasks.synthetic.generate_drift`, seed 0) with {facts['users']:,} SYNTHETIC users "
+        f"over {days} days, {int(facts.get('events', 0)):,} events, on the real MovieLens catalog. Making the root: "
+        f"ingest + aggregate {facts['ingest_aggregate_seconds']:.0f} s (peak RSS "
+        f"{facts['ingest_aggregate_peak_mb']:,.0f} MB), train {facts['train_seconds']:.0f} s with {SCALE_TRAINING} "
+        "(the refresh's cost does not depend on the model's quality). The warm refresher's full refresh is the row "
+        "of every user; then each row lands one touch for that many users (ingest + aggregate not timed) and times "
+        "the warm refresher's incremental refresh. One run each.",
+        "",
+        *table(scale, None, facts["users"]),
+        "",
+        "Seconds by step of the same refreshes (the refresher's own `seconds_by_step`):",
+        "",
+        *step_table(scale[-1]),
+    ]
 
 
 if __name__ == "__main__":
