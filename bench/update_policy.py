@@ -74,7 +74,6 @@ from models.rolling import paired_bootstrap  # noqa: E402
 from models.training import GCNTrainConfig, fit_uig_gcn  # noqa: E402
 from models.update_policy import (  # noqa: E402
     ACTIONS,
-    REWARD_PRIOR_WEIGHTS,
     DQNConfig,
     PolicyEnvironment,
     check_disjoint,
@@ -147,17 +146,17 @@ def choose_config(make_env, train_users: np.ndarray, candidates: dict[str, DQNCo
     return best, lines
 
 
-def reward_prior_weight(name: str, make_env) -> tuple[float, str]:
+def reward_prior_weight(name: str, make_env, trained: float) -> tuple[float, str]:
     """The popularity prior's weight in the reward (``choose_reward_prior_weight`` on the training
     window with the training users) and a line for the table."""
     t0 = time.perf_counter()
-    weight, means = choose_reward_prior_weight(make_env)
+    weight, means = choose_reward_prior_weight(make_env, trained)
     print(f"[{name}] reward prior weight {weight:g} (rebuild's mean reward: "
           + ", ".join(f"{w:g} {m:.4f}" for w, m in means.items()) + f"; {time.perf_counter() - t0:.0f} s)", flush=True)
     line = ("Weight of the popularity prior in the reward's ranking, chosen on the training window with the training "
             "users by the mean reward of `rebuild` (today's rule): "
             + "; ".join(f"{w:g} {m:.4f}" for w, m in means.items()) + f" → **{weight:g}**"
-            + (" (the trained weight)." if weight == REWARD_PRIOR_WEIGHTS[0] else "."))
+            + (" (the trained weight)." if weight == trained else "."))
     return weight, line
 
 
@@ -227,7 +226,7 @@ def movielens(quick: bool, candidates: dict[str, DQNConfig]) -> dict[str, Any]:
           + ", ".join(f"{k} {v[1]}" for k, v in counts.items()) + f" → step {step_label}", flush=True)
     weight, prior_line = reward_prior_weight(
         "MovieLens", lambda w: PolicyEnvironment(everything, scorer.with_prior_weight(w), split.valid_start,
-                                                 split.test_start, step, train_users))
+                                                 split.test_start, step, train_users), scorer.config.prior_weight)
     judged = scorer.with_prior_weight(weight)
 
     def make_env(users: np.ndarray, window: str) -> PolicyEnvironment:
@@ -303,7 +302,7 @@ def simulator(quick: bool, candidates: dict[str, DQNConfig], n_days: int = 60, s
 
     weight, prior_line = reward_prior_weight(
         "simulator", lambda w: PolicyEnvironment(everything, scorer.with_prior_weight(w), lo, cut, SECONDS_PER_DAY,
-                                                 train_users))
+                                                 train_users), scorer.config.prior_weight)
     judged = scorer.with_prior_weight(weight)
 
     def make_env(env_users: np.ndarray, a: float, b: float) -> PolicyEnvironment:

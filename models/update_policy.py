@@ -910,25 +910,28 @@ def compare_to_best_fixed(results: Mapping[str, Any], n_boot: int = 2000, seed: 
     return {"best_fixed": best, "best_fixed_mean": results["mean"][best], "comparisons": out}
 
 
-#: Weights of the popularity prior an environment's reward may score with, the trained one first.
-REWARD_PRIOR_WEIGHTS: tuple[float, ...] = (1.0, 0.3, 0.1, 0.0)
+#: Weights of the popularity prior a reward may score with besides the model's trained one.
+REWARD_PRIOR_WEIGHTS: tuple[float, ...] = (0.3, 0.1, 0.0)
 
 
 def choose_reward_prior_weight(
-    make_env: Callable[[float], PolicyEnvironment], weights: Sequence[float] = REWARD_PRIOR_WEIGHTS
+    make_env: Callable[[float], PolicyEnvironment], trained: float,
+    alternatives: Sequence[float] = REWARD_PRIOR_WEIGHTS,
 ) -> tuple[float, dict[float, float]]:
-    """The prior weight the reward ranks with: the one under which today's rule (``rebuild``)
-    earns the highest mean reward in ``make_env(weight)`` — a training window with training users
-    only; ties → the earlier weight; a window that scores no user-step keeps the first (the mean
-    rewards are then NaN). Returns ``(weight, {weight: mean reward})``.
+    """The prior weight the reward ranks with, among the model's ``trained`` weight and the
+    ``alternatives``: the one under which today's rule (``rebuild``) earns the highest mean reward
+    in ``make_env(weight)`` — a training window with training users only; ties → the earlier
+    weight (the trained one first); a window that scores no user-step keeps the trained weight
+    (the mean rewards are then NaN). Returns ``(weight, {weight: mean reward})``.
 
     Why: the prior adds the same scores whatever the action, and at the weight chosen for
     ranking every user (cold ones included) it can rank nearly alone, so that every profile update
     earns about the same and there is nothing to learn. Choosing it by the fixed rule, on data the
     evaluation never reads, favours no policy.
     """
-    if not weights:
-        raise PolicyInputError("give at least one prior weight")
+    weights = list(dict.fromkeys(float(w) for w in (trained, *alternatives)))
+    if any(not w >= 0 for w in weights):
+        raise PolicyInputError(f"prior weights must be >= 0, got {weights}")
     means: dict[float, float] = {}
     for weight in weights:
         env = make_env(float(weight))
@@ -936,7 +939,7 @@ def choose_reward_prior_weight(
         got = np.concatenate([rep.chosen_rewards for rep in env.replay(rule, counterfactual=False)] or [np.zeros(0)])
         means[float(weight)] = float(got.mean()) if got.size else math.nan
     if all(math.isnan(m) for m in means.values()):
-        return float(weights[0]), means
+        return weights[0], means
     best = max(means, key=lambda w: (means[w] if not math.isnan(means[w]) else -math.inf, -list(means).index(w)))
     return best, means
 

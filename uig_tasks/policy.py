@@ -59,7 +59,7 @@ def _environments(config: UigConfig, snapshot_path: Path, step: str, held_out_sh
     end = float(data.test.ts.max()) + 1
     prior_weight, by_weight = choose_reward_prior_weight(
         lambda w: PolicyEnvironment(events, scorer.with_prior_weight(w), data.valid_start, data.test_start, seconds,
-                                    train_users))
+                                    train_users), scorer.config.prior_weight)
     log.info("reward prior weight %g (mean reward of rebuild on the training window: %s)", prior_weight,
              ", ".join(f"{w:g} {m:.4f}" for w, m in by_weight.items()))
     judged = scorer.with_prior_weight(prior_weight)

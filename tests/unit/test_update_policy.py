@@ -315,17 +315,17 @@ def test_the_reward_prior_weight_is_the_one_todays_rule_earns_most_with(events: 
     def make_env(weight: float) -> PolicyEnvironment:
         return PolicyEnvironment(events, PriorHeavyScorer(weight), START, END, DAY, np.arange(N_STABLE))
 
-    weight, means = choose_reward_prior_weight(make_env, (1.0, 0.1, 0.0))
+    weight, means = choose_reward_prior_weight(make_env, 1.0, (0.1, 0.0))
     assert list(means) == [1.0, 0.1, 0.0]
     assert weight == 0.0 and means[0.0] > means[1.0]  # a prior that swamps the profile ranks worse here
     rule = list(make_env(0.0).replay(ACTION["rebuild"], counterfactual=False))
     assert means[0.0] == pytest.approx(float(np.concatenate([r.chosen_rewards for r in rule]).mean()))
-    same, _ = choose_reward_prior_weight(lambda w: make_env(0.0), (1.0, 0.0))
+    same, _ = choose_reward_prior_weight(lambda w: make_env(0.0), 1.0, (0.0,))
     assert same == 1.0  # a tie keeps the earlier (the trained) weight
     with pytest.raises(PolicyInputError):
-        choose_reward_prior_weight(make_env, ())
+        choose_reward_prior_weight(make_env, -1.0, ())
     quiet = lambda w: PolicyEnvironment(events, PriorHeavyScorer(w), END, END + 2 * DAY, DAY, [0])  # noqa: E731
-    kept, nothing = choose_reward_prior_weight(quiet, (1.0, 0.0))  # after the last event: nothing scored
+    kept, nothing = choose_reward_prior_weight(quiet, 1.0, (0.0,))  # after the last event: nothing scored
     assert kept == 1.0 and all(np.isnan(m) for m in nothing.values())
 
 
