@@ -34,7 +34,8 @@ DOC_MD = """
    against every fixed update rule, registers a `uig-update-policy` version and gates it into
    `@champion` the same way (`policy_gate_margin`). `policy_episodes` = 0 skips it.
 
-**Params**: `data_root`, `epochs`, `seed`, `dim`, `gate_margin`, `evaluate_models`, `policy_episodes`.
+**Params**: `data_root`, `epochs`, `seed`, `dim`, `gate_margin`, `evaluate_models`, `policy_episodes`,
+`policy_churn_cost`.
 Roll back with `uig models --promote VERSION` (or the MLflow UI's alias editor).
 
 """ + WRITERS_DOC + "\n"
@@ -64,6 +65,9 @@ PARAMS: dict[str, Param] = {
     ),
     "policy_episodes": Param(10, type="integer", minimum=0, maximum=1000, title="Update-policy episodes",
                              description="Replays of the training window for the update policy; 0 skips it."),
+    "policy_churn_cost": Param(None, type=["null", "number"], minimum=0, title="Update-policy churn cost",
+                               description="The policy's reward is NDCG@10 minus this times the share of a profile "
+                                           "an update moves; empty means the default (0.02)."),
 }
 
 

@@ -6,7 +6,11 @@ of the interest graph: weighted items). The reward of an action is NDCG@10 of th
 updated profile gives (the fitted scorer's :meth:`score_profiles`, the popularity prior at the
 refresh, the full catalog with the user's earlier items masked) against the user's new items the
 *next time they act* (the first later step with their events, up to the window's end: the profile
-does not change until then, so that is when this refresh's graph is judged). The scorer's weight
+does not change until then, so that is when this refresh's graph is judged), minus ``churn_cost``
+times the share of the profile the action moved (:func:`profile_churn`: 0 for ``keep``, about 1
+for a profile replaced by the step's items). That stability term is the product's: a graph that
+is rewritten at every refresh makes recommendations flicker and costs writes, so a rewrite must
+buy at least ``churn_cost`` NDCG@10; with ``churn_cost = 0`` the reward is NDCG@10 alone. The scorer's weight
 of the prior is the caller's: :func:`choose_reward_prior_weight` picks it on a training window,
 since at the weight trained for ranking every user the prior can drown the profile and every
 update would earn the same. A fixed rule (always rebuild, never forget, …) is wrong for someone whose taste
@@ -90,6 +94,7 @@ __all__ = [
     "compare_to_best_fixed",
     "double_dqn_targets",
     "evaluate_policies",
+    "profile_churn",
     "rebuild_profiles",
     "refresh_decisions",
     "split_users",
@@ -214,6 +219,19 @@ def update_profiles(
     return _prune(Profiles(weights, touched, np.full(weights.shape[0], refresh_ts)), action.prune)
 
 
+def profile_churn(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Share of each row's profile that an update moved: the total variation distance between
+    the normalised weights before and after (0 = unchanged up to scale, 1 = nothing in common;
+    an empty profile against a non-empty one is 1, two empty ones 0)."""
+    def shares(w: np.ndarray) -> np.ndarray:
+        total = w.sum(1, keepdims=True)
+        return np.divide(w, total, out=np.zeros_like(w, dtype=np.float64), where=total > 0)
+
+    moved = 0.5 * np.abs(shares(before) - shares(after)).sum(1)
+    empty_b, empty_a = before.sum(1) <= 0, after.sum(1) <= 0
+    return np.where(empty_b & empty_a, 0.0, np.where(empty_b ^ empty_a, 1.0, moved))
+
+
 def _recency_rank(last_ts: np.ndarray) -> np.ndarray:
     """Rank of each item by its latest time within its row (0 = newest; ties → lower item index)."""
     key = np.where(np.isnan(last_ts), np.inf, -last_ts)
@@ -257,7 +275,9 @@ class StepReplay:
     """One refresh of a replay: the dirty users, their states, the actions taken and what they gave.
 
     ``rewards`` [n, n_actions] holds the reward of every action on scored rows (NaN elsewhere, and
-    for actions not taken when the replay ran without counterfactuals); ``next_states``
+    for actions not taken when the replay ran without counterfactuals); ``churn`` [n, n_actions]
+    the share of each row's profile that every action would move (:func:`profile_churn`, every
+    row and action); ``next_states``
     [n, n_actions, n_features] the user's state at their next dirty step had each action been
     taken (``None`` without counterfactuals); ``terminal`` marks users with no later dirty step.
     """
@@ -269,6 +289,7 @@ class StepReplay:
     actions: np.ndarray
     scored: np.ndarray
     rewards: np.ndarray
+    churn: np.ndarray
     next_states: np.ndarray | None
     terminal: np.ndarray
 
@@ -387,7 +408,10 @@ class PolicyEnvironment:
         users: Sequence[int] | np.ndarray,
         actions: Sequence[UpdateAction] = ACTIONS,
         new_taste_cosine: float = 0.3,
+        churn_cost: float = 0.0,
     ) -> None:
+        if not (math.isfinite(churn_cost) and churn_cost >= 0):
+            raise PolicyInputError(f"churn_cost must be a number >= 0, got {churn_cost}")
         if not (math.isfinite(start) and math.isfinite(end) and start < end):
             raise PolicyInputError(f"the window must satisfy start < end, got [{start}, {end})")
         if not (math.isfinite(step) and step > 0):
@@ -409,6 +433,7 @@ class PolicyEnvironment:
             raise PolicyInputError("the window needs at least two steps: one to act on, one to score against")
         self.n_items = events.n_items
         self.new_taste_cosine = float(new_taste_cosine)
+        self.churn_cost = float(churn_cost)
         self.fold_in_half_life_days = float(scorer.config.fold_in_half_life_days)
         self.prior_half_life_days = float(scorer.config.prior_half_life_days)
 
@@ -561,6 +586,7 @@ class PolicyEnvironment:
                 later = ~np.isnan(self._steps[int(k2)].dense_last_ts(local[group], self.n_items))
                 targets[group] = later & np.isnan(last_touch[local[group]])
             scored = targets.any(1)
+            churn = np.stack([profile_churn(current.weights, c.weights) for c in candidates], 1).astype(np.float32)
             rewards = np.full((local.size, self.n_actions), np.nan, dtype=np.float32)
             rows = np.flatnonzero(scored)
             if rows.size:
@@ -571,7 +597,8 @@ class PolicyEnvironment:
                     if pick.size == 0:
                         continue
                     sub_seen = seen if counterfactual else seen[np.searchsorted(rows, pick)]
-                    rewards[pick, a] = self._ndcg(candidates[a].rows(pick), prior, sub_seen, targets[pick])
+                    rewards[pick, a] = (self._ndcg(candidates[a].rows(pick), prior, sub_seen, targets[pick])
+                                        - self.churn_cost * churn[pick, a])
 
             next_k = self._next_dirty[k, local]
             terminal = next_k < 0
@@ -600,7 +627,8 @@ class PolicyEnvironment:
             self.profiles = Profiles(w, t, u)
             last_event[local] = ev.last_ts
             steps_seen[local] += 1
-            yield StepReplay(k, refresh, self.users[local], states, actions, scored, rewards, next_states, terminal)
+            yield StepReplay(k, refresh, self.users[local], states, actions, scored, rewards, churn, next_states,
+                             terminal)
 
     def all_action_rewards(self, policy: Policy = 0) -> tuple[list[tuple[float, int]], np.ndarray, np.ndarray]:
         """``(user_steps, states, rewards)`` of the scored user-steps of one replay under ``policy``
@@ -859,8 +887,9 @@ def evaluate_policies(
 
     With ``include_fixed`` every action of ``env`` is also run as a fixed policy
     (``"fixed:<name>"``), exactly. Returns ``{"user_steps": [(refresh time, user)], "rewards":
-    {name: array}, "mean": {name: float}, "fixed": [names], "actions": {name: counts per action}}``,
-    every reward array aligned on the same user-steps.
+    {name: array}, "churn": {name: array}, "mean": {name: float}, "fixed": [names], "actions":
+    {name: counts per action}}``, every reward and churn array aligned on the same user-steps
+    (NDCG@10 = reward + ``env.churn_cost`` × churn).
     """
     runs: dict[str, Policy] = dict(policies)
     fixed = []
@@ -873,25 +902,29 @@ def evaluate_policies(
         raise PolicyInputError("give at least one policy")
     keys_of: dict[str, list[tuple[float, int]]] = {}
     rewards: dict[str, np.ndarray] = {}
+    churns: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
     for name, policy in runs.items():
         keys: list[tuple[float, int]] = []
         got: list[np.ndarray] = []
+        moved: list[np.ndarray] = []
         count = np.zeros(env.n_actions, dtype=np.int64)
         for rep in env.replay(policy, counterfactual=False):
             rows = np.flatnonzero(rep.scored)
             keys.extend((rep.refresh_ts, int(u)) for u in rep.users[rows])
             got.append(rep.rewards[rows, rep.actions[rows]])
+            moved.append(rep.churn[rows, rep.actions[rows]])
             count += np.bincount(rep.actions, minlength=env.n_actions)
         keys_of[name], counts[name] = keys, count
         rewards[name] = np.concatenate(got) if got else np.zeros(0, dtype=np.float32)
+        churns[name] = np.concatenate(moved) if moved else np.zeros(0, dtype=np.float32)
     reference = next(iter(keys_of.values()))
     for name, keys in keys_of.items():
         if keys != reference:  # holds by construction (dirtiness depends on events only); checked
             raise PolicyInputError(f"policy {name!r} was scored on different user-steps than the others")
     if not reference:
         raise PolicyInputError("no scored user-step in the window")
-    return {"user_steps": reference, "rewards": rewards, "fixed": fixed, "actions": counts,
+    return {"user_steps": reference, "rewards": rewards, "churn": churns, "fixed": fixed, "actions": counts,
             "mean": {name: float(r.mean()) for name, r in rewards.items()}}
 
 

@@ -13,7 +13,7 @@ from uig_tasks.config import UigConfig
 from uig_common.timeutil import parse_time
 
 #: Airflow params that map onto ``UigConfig`` fields (None means "keep the env / default").
-CONFIG_PARAMS = ("data_root", "half_life_days", "gate_margin")
+CONFIG_PARAMS = ("data_root", "half_life_days", "gate_margin", "policy_churn_cost")
 
 
 def run_logical_time(

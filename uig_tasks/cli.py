@@ -286,7 +286,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_train_policy(args: argparse.Namespace) -> int:
     from uig_tasks.policy import train_policy
 
-    result = train_policy(_config(args, **({"policy_gate_margin": args.margin} if args.margin is not None else {})),
+    overrides = {"policy_gate_margin": args.margin, "policy_churn_cost": args.churn_cost}
+    result = train_policy(_config(args, **{k: v for k, v in overrides.items() if v is not None}),
                           args.snapshot, episodes=args.episodes, seed=args.seed, step=args.step,
                           held_out_share=args.held_out, run_name=args.run_name)
 
@@ -294,9 +295,12 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         c = result["dqn_minus_best_fixed"]
         print(f"{C.POLICY_MODEL} version {result['version']}: "
               f"{'promoted to @' + C.CHAMPION_ALIAS if result['promoted'] else 'not promoted'} ({result['reason']})")
-        print(f"held-out users, test window, {result['eval_user_steps']} user-steps; mean reward (NDCG@10 on the user's next active step):")
-        _print_table([{"policy": k, "mean reward": f"{v:.4f}"} for k, v in result["mean_reward"].items()],
-                     ["policy", "mean reward"])
+        cost = result["churn_cost"]
+        print(f"held-out users, test window, {result['eval_user_steps']} user-steps; mean reward = NDCG@10 on the "
+              f"user's next active step - {cost:g} x churn (share of the profile the update moved):")
+        _print_table([{"policy": k, "mean reward": f"{v:.4f}", "NDCG@10": f"{v + cost * result['mean_churn'][k]:.4f}",
+                       "churn": f"{result['mean_churn'][k]:.2f}"} for k, v in result["mean_reward"].items()],
+                     ["policy", "mean reward", "NDCG@10", "churn"])
         print(f"dqn - best fixed action ({result['best_fixed']}): {c['diff']:+.4f} [{c['diff_lo']:+.4f}, {c['diff_hi']:+.4f}]")
 
     _emit(args, result, human)
@@ -513,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out", type=float, default=0.3, help="share of users held out for the evaluation (default 0.3)")
     p.add_argument("--snapshot", type=Path, help="training snapshot folder (default: the newest under DATA_ROOT/snapshots)")
     p.add_argument("--margin", type=float, help="gate margin in mean reward (default: config policy_gate_margin)")
+    p.add_argument("--churn-cost", type=float, help="reward = NDCG@10 - this x the share of the profile an update "
+                   "moves (default: config policy_churn_cost, 0.02)")
     p.add_argument("--run-name", help="MLflow run name")
     p.set_defaults(func=cmd_train_policy)
 

@@ -8,7 +8,9 @@ construction:
 * the DQN (and the contextual bandit it is compared with) trains on the **validation window**
   with the training users;
 * the reward ranks with the popularity prior at the weight under which today's rule earns most
-  on that same training window (:func:`models.update_policy.choose_reward_prior_weight`);
+  on that same training window (:func:`models.update_policy.choose_reward_prior_weight`), minus
+  ``policy_churn_cost`` times the share of the profile the update moved (a stable graph is
+  worth something: a full rewrite must buy that much NDCG@10);
 * it is evaluated on the **test window** with **held-out users** only (no user in both:
   :func:`models.update_policy.check_disjoint`), against every fixed action — ``keep``,
   ``rebuild`` (= ``fixed-shares-v1``, today's rule) and the decay / admit / prune operators — with
@@ -59,14 +61,16 @@ def _environments(config: UigConfig, snapshot_path: Path, step: str, held_out_sh
     end = float(data.test.ts.max()) + 1
     prior_weight, by_weight = choose_reward_prior_weight(
         lambda w: PolicyEnvironment(events, scorer.with_prior_weight(w), data.valid_start, data.test_start, seconds,
-                                    train_users), scorer.config.prior_weight)
+                                    train_users, churn_cost=config.policy_churn_cost), scorer.config.prior_weight)
     log.info("reward prior weight %g (mean reward of rebuild on the training window: %s)", prior_weight,
              ", ".join(f"{w:g} {m:.4f}" for w, m in by_weight.items()))
     judged = scorer.with_prior_weight(prior_weight)
     return {
         "gcn_version": gcn_version, "train_users": train_users, "held_out": held_out, "prior_weight": prior_weight,
-        "train": PolicyEnvironment(events, judged, data.valid_start, data.test_start, seconds, train_users),
-        "eval": PolicyEnvironment(events, judged, data.test_start, end, seconds, held_out),
+        "train": PolicyEnvironment(events, judged, data.valid_start, data.test_start, seconds, train_users,
+                                   churn_cost=config.policy_churn_cost),
+        "eval": PolicyEnvironment(events, judged, data.test_start, end, seconds, held_out,
+                                  churn_cost=config.policy_churn_cost),
     }
 
 
@@ -116,6 +120,7 @@ def train_policy(
         state={**policy.to_state(), "loader": POLICY_LOADER},
         params={**{k: v for k, v in dataclasses.asdict(dqn_config).items() if v is not None}, "step": step, "held_out_share": held_out_share,
                 "gcn_version": envs["gcn_version"], "reward_prior_weight": envs["prior_weight"],
+                "churn_cost": config.policy_churn_cost,
                 "train_window": "validation", "eval_window": "test",
                 "train_users": int(envs["train_users"].size), "held_out_users": int(envs["held_out"].size)},
         metrics={METRIC: score, "bandit_mean_reward": float(results["mean"]["bandit"]),
@@ -136,6 +141,8 @@ def train_policy(
     return {
         "version": decision.version, "promoted": decision.promoted, "reason": decision.reason,
         "mean_reward": {name: round(float(v), 4) for name, v in results["mean"].items()},
+        "churn_cost": config.policy_churn_cost,
+        "mean_churn": {name: round(float(v.mean()), 4) for name, v in results["churn"].items()},
         "best_fixed": compared["best_fixed"], "dqn_minus_best_fixed": vs_best,
         "eval_user_steps": len(results["user_steps"]), "gcn_version": envs["gcn_version"],
         "train_seconds": round(dqn_seconds, 1),

@@ -137,6 +137,8 @@ def test_uig_train_wiring(dagbag: Any) -> None:
         params.get_param("evaluate_models").resolve(value=["uig-gcn", "random"])
     with pytest.raises(ParamValidationError):
         params.get_param("gate_margin").resolve(value=-0.1)
+    with pytest.raises(ParamValidationError):
+        params.get_param("policy_churn_cost").resolve(value=-0.01)
     assert params.get_param("epochs").resolve(value=2) == 2
 
 
@@ -218,6 +220,7 @@ def test_config_from_params_ignores_nulls(tmp_path: Path) -> None:
     assert config_from_params({"data_root": None, "half_life_days": None}, env) == UigConfig.from_env(env)
     config = config_from_params({"data_root": str(tmp_path / "p"), "half_life_days": 3, "full_aggregate": True}, env)
     assert config.data_root == tmp_path / "p" and config.half_life_days == 3.0
+    assert config_from_params({"policy_churn_cost": 0.05}, env).policy_churn_cost == 0.05
     config, when = task_inputs({"params": {"data_root": str(tmp_path)}, "logical_date": datetime(1997, 9, 22)})
     assert config.data_root == tmp_path and when == datetime(1997, 9, 22, tzinfo=timezone.utc)
 

@@ -249,6 +249,7 @@ def test_the_update_policy_is_applied_per_user_recorded_on_edges_and_rolled_back
     first = train_policy(config, episodes=1, seed=0)
     assert first["version"] == 1 and first["promoted"] and first["eval_user_steps"] > 0
     assert {"dqn", "bandit", "fixed:rebuild", "fixed:keep"} <= set(first["mean_reward"])
+    assert first["churn_cost"] == config.policy_churn_cost and first["mean_churn"]["fixed:keep"] == 0
     applied = run_refresh(config)
     assert applied["mode"] == "full" and applied["policy_version"] == f"{C.POLICY_MODEL} v1"
     assert sum(applied["actions"].values()) == applied["dirty_users"]

@@ -29,6 +29,7 @@ from models.update_policy import (
     compare_to_best_fixed,
     double_dqn_targets,
     evaluate_policies,
+    profile_churn,
     split_users,
     train_bandit,
     train_dqn,
@@ -298,6 +299,33 @@ def test_environment_rejects_bad_inputs(events: Interactions):
         next(env.replay(len(ACTIONS)))
     with pytest.raises(PolicyInputError):
         next(env.replay(lambda s: np.zeros(1, dtype=np.int64)))
+
+
+def test_profile_churn_is_the_share_of_the_profile_that_moved():
+    before = np.array([[1.0, 1.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0] * 4, [1.0, 0, 0, 0]])
+    after = np.array([[2.0, 2.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0] * 4, [1.0, 1.0, 0, 0]])
+    # same shares at another scale: 0; disjoint: 1; empty -> something: 1; empty -> empty: 0; half moved: 0.5
+    assert profile_churn(before, after).tolist() == pytest.approx([0.0, 1.0, 1.0, 0.0, 0.5])
+
+
+def test_the_churn_cost_lowers_each_reward_by_the_cost_times_the_actions_churn(events: Interactions):
+    plain = PolicyEnvironment(events, ClusterScorer(), START, END, DAY, np.arange(N_STABLE + N_DRIFT))
+    costly = PolicyEnvironment(events, ClusterScorer(), START, END, DAY, np.arange(N_STABLE + N_DRIFT),
+                               churn_cost=0.25)
+    steps = 0
+    for a, b in zip(plain.replay(ACTION["rebuild"]), costly.replay(ACTION["rebuild"])):
+        rows = np.flatnonzero(a.scored)
+        np.testing.assert_allclose(b.rewards[rows], a.rewards[rows] - 0.25 * a.churn[rows], atol=1e-6)
+        assert (a.churn[:, ACTION["keep"]] == 0).all()  # keep moves nothing
+        steps += 1
+    assert steps > 0
+    result = evaluate_policies(costly, {}, include_fixed=True)
+    for name in result["fixed"]:
+        assert result["churn"][name].shape == result["rewards"][name].shape
+    assert result["mean"]["fixed:keep"] == pytest.approx(
+        evaluate_policies(plain, {}, include_fixed=True)["mean"]["fixed:keep"])
+    with pytest.raises(PolicyInputError):
+        PolicyEnvironment(events, ClusterScorer(), START, END, DAY, [0], churn_cost=-0.1)
 
 
 class PriorHeavyScorer(ClusterScorer):
