@@ -10,7 +10,7 @@ under which today's rule earns most). At the weight trained for ranking every us
 included, the prior can rank nearly alone, and every profile update then earns about the same.
 Each table also gives the headroom: what an oracle that picks each user-step's best action after
 the fact would earn (an upper bound that includes luck, not a reachable target). The reward subtracts
-``--churn-cost`` (default: the product's ``policy_churn_cost``, 0.02) times the share of the
+``--churn-cost`` (default: ``UigConfig``'s default ``policy_churn_cost``, 0.02) times the share of the
 profile an update moved; the DQN is also retrained and evaluated under churn costs 0, 0.01 and
 0.05 (0: NDCG@10 alone), so the result's dependence on that choice is on the page.
 
@@ -97,8 +97,10 @@ HELD_OUT = 0.3
 N_BOOT = 2000
 FAST = tuple(a.name for a in ACTIONS if a.name == "rebuild" or a.name.startswith(("decay_1h_", "decay_1d_")))
 REBUILD_LABEL = "rebuild (= fixed-shares-v1, today's rule)"
-#: The reward's churn cost (``--churn-cost``, default the product's ``policy_churn_cost``).
-CHURN_COST = UigConfig().policy_churn_cost
+#: The code default of the product's churn cost (``UigConfig.policy_churn_cost``).
+DEFAULT_CHURN_COST = UigConfig().policy_churn_cost
+#: The reward's churn cost in this run (``--churn-cost``).
+CHURN_COST = DEFAULT_CHURN_COST
 #: Other churn costs the DQN is retrained and evaluated under, to show how the result depends on it.
 SENSITIVITY = (0.0, 0.01, 0.05)
 
@@ -555,7 +557,7 @@ def plot(outs: list[dict[str, Any]]) -> None:
             ax.plot(x, [h["behaviour_reward"] for h in hist], color=colour, marker="o", label=f"{learner} reward")
             loss_ax.plot(x, [h["loss"] for h in hist], color=colour, ls="--", label=f"{learner} loss")
         ax.set_xlabel("episode")
-        ax.set_ylabel("behaviour policy's mean reward (NDCG@10)")
+        ax.set_ylabel(f"behaviour policy's mean reward (NDCG@10 − {CHURN_COST:g} × churn)")
         loss_ax.set_ylabel("mean TD loss (dashed)")
         ax.set_title(f"{out['title']}: training window")
         ax.grid(alpha=0.3)
@@ -578,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="500 simulated users, fewer episodes; print, do not write")
     parser.add_argument("--churn-cost", type=float, default=CHURN_COST,
-                        help=f"the reward's churn cost (default {CHURN_COST:g}, the product's policy_churn_cost)")
+                        help=f"the reward's churn cost (default {DEFAULT_CHURN_COST:g}, UigConfig's policy_churn_cost)")
     args = parser.parse_args(argv)
     CHURN_COST = args.churn_cost
     torch.set_num_threads(1)
@@ -597,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         "## Learned update policy (DQN) against fixed update rules", "",
         f"{stamp()} · {machine()} · 1 torch thread · seed 0 · whole run {minutes:.1f} min · "
-        f"`.venv/bin/python bench/update_policy.py`", "",
+        "`.venv/bin/python bench/update_policy.py"
+        + ("" if CHURN_COST == DEFAULT_CHURN_COST else f" --churn-cost {CHURN_COST:g}") + "`", "",
         "Protocol (`models/update_policy.py`): at each refresh every dirty user gets one of ten profile updates "
         "(keep, rebuild, decay with half-life 1 h / 1 d / 7 d / ∞ admitting the step's top-3 or all items); reward = "
         "NDCG@10 of the updated profile's ranking (the fitted UIG GCN with the popularity prior at a weight chosen per "
@@ -605,9 +608,12 @@ def main(argv: list[str] | None = None) -> int:
         "user's new items the next time they act (their next step with events), "
         f"minus {CHURN_COST:g} × churn, the share of the user's profile the update moved (`profile_churn`: total "
         "variation between the normalised weights before and after; 0 for `keep`, about 1 when the profile is replaced "
-        "by the step's items). The churn cost is the product's `policy_churn_cost`: a rewrite of a whole profile must "
-        "buy that much NDCG@10, since a graph rewritten at every refresh makes recommendations flicker and costs "
-        "writes. It was set to 0.02 after a scratch sweep that did read an evaluation window; so each data set also "
+        "by the step's items): a rewrite of a whole profile must buy that much NDCG@10, since a graph rewritten at every "
+        "refresh makes recommendations flicker and costs writes. "
+        + (f"{CHURN_COST:g} is the product's default `policy_churn_cost`; it was set after a scratch sweep that did "
+           "read an evaluation window, so" if CHURN_COST == DEFAULT_CHURN_COST else
+           f"{CHURN_COST:g} is not the product's default `policy_churn_cost` ({DEFAULT_CHURN_COST:g}); as always,")
+        + " each data set also "
         f"gets the DQN retrained and evaluated under churn costs {', '.join(f'{c:g}' for c in SENSITIVITY)} (0 = NDCG@10 "
         "alone, the reward of earlier runs). Counterfactual replay, so every policy is scored on the same user-steps. "
         "The policies train on an earlier window with training users and are evaluated on a later window with "

@@ -298,7 +298,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         cost = result["churn_cost"]
         print(f"held-out users, test window, {result['eval_user_steps']} user-steps; mean reward = NDCG@10 on the "
               f"user's next active step - {cost:g} x churn (share of the profile the update moved):")
-        _print_table([{"policy": k, "mean reward": f"{v:.4f}", "NDCG@10": f"{v + cost * result['mean_churn'][k]:.4f}",
+        _print_table([{"policy": k, "mean reward": f"{v:.4f}", "NDCG@10": f"{result['mean_ndcg'][k]:.4f}",
                        "churn": f"{result['mean_churn'][k]:.2f}"} for k, v in result["mean_reward"].items()],
                      ["policy", "mean reward", "NDCG@10", "churn"])
         print(f"dqn - best fixed action ({result['best_fixed']}): {c['diff']:+.4f} [{c['diff_lo']:+.4f}, {c['diff_hi']:+.4f}]")

@@ -8,6 +8,7 @@ it half-way through a run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class UigConfig:
     # A new model version becomes @champion only if its validation score beats the champion's
     # (re-scored on the same window) by at least this much.
     gate_margin: float = 0.002
-    policy_gate_margin: float = 0.001  # mean reward (NDCG@10) a new update policy must add over @champion
+    policy_gate_margin: float = 0.001  # mean reward (NDCG@10 - churn cost) a new update policy must add over @champion
     # The update policy's reward is NDCG@10 minus this times the share of the user's profile the
     # update moved (models.update_policy.profile_churn): what rewriting a whole profile must buy.
     policy_churn_cost: float = 0.02
@@ -137,7 +138,7 @@ class UigConfig:
             raise ConfigError(f"gate_margin must be >= 0, got {self.gate_margin}")
         if self.policy_gate_margin < 0:
             raise ConfigError(f"policy_gate_margin must be >= 0, got {self.policy_gate_margin}")
-        if not self.policy_churn_cost >= 0:
+        if not (math.isfinite(self.policy_churn_cost) and self.policy_churn_cost >= 0):
             raise ConfigError(f"policy_churn_cost must be >= 0, got {self.policy_churn_cost}")
         if self.future_tolerance_seconds < 0:
             raise ConfigError("future_tolerance_seconds must be >= 0")

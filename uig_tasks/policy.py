@@ -2,7 +2,8 @@
 
 The environment (:mod:`models.update_policy`) replays the training snapshot's events with the
 ``@champion`` GCN: at each refresh (one ``step``), every dirty user's profile is updated by one of
-the policy's actions and rewarded by the NDCG@10 it earns on the user's next step. Honest by
+the policy's actions and rewarded by the NDCG@10 it earns on the user's next step, minus
+``policy_churn_cost`` times the share of the profile it moved. Honest by
 construction:
 
 * the DQN (and the contextual bandit it is compared with) trains on the **validation window**
@@ -143,6 +144,8 @@ def train_policy(
         "mean_reward": {name: round(float(v), 4) for name, v in results["mean"].items()},
         "churn_cost": config.policy_churn_cost,
         "mean_churn": {name: round(float(v.mean()), 4) for name, v in results["churn"].items()},
+        "mean_ndcg": {name: round(float((results["rewards"][name] + config.policy_churn_cost * v).mean()), 4)
+                      for name, v in results["churn"].items()},
         "best_fixed": compared["best_fixed"], "dqn_minus_best_fixed": vs_best,
         "eval_user_steps": len(results["user_steps"]), "gcn_version": envs["gcn_version"],
         "train_seconds": round(dqn_seconds, 1),

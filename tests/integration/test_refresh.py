@@ -264,9 +264,12 @@ def test_the_update_policy_is_applied_per_user_recorded_on_edges_and_rolled_back
     assert main(["--data-root", str(config.data_root), "--json", "models", "--model", C.POLICY_MODEL]) == 0
     assert json.loads(capsys.readouterr().out)[0]["aliases"] == "champion"
 
-    second = train_policy(config, episodes=2, seed=0)  # the same held-out split: this small root has few user-steps
-    mlflow_store.set_champion(config, second["version"], model_name=C.POLICY_MODEL, reason="test: other policy")
-    assert run_refresh(config)["policy_version"] == f"{C.POLICY_MODEL} v{second['version']}"
+    # the same held-out split (this small root has few user-steps), through the command line
+    assert main(["--data-root", str(config.data_root), "train-policy", "--episodes", "2", "--churn-cost", "0.02"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{C.POLICY_MODEL} version 2" in printed and "0.02 x churn" in printed and "NDCG@10" in printed
+    mlflow_store.set_champion(config, 2, model_name=C.POLICY_MODEL, reason="test: other policy")
+    assert run_refresh(config)["policy_version"] == f"{C.POLICY_MODEL} v2"
     mlflow_store.set_champion(config, 1, model_name=C.POLICY_MODEL, reason="test: rollback")
     back = run_refresh(config)
     assert back["mode"] == "full" and back["policy_version"] == f"{C.POLICY_MODEL} v1"

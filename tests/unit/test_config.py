@@ -25,6 +25,8 @@ def test_invalid_values_raise_named_errors(tmp_path: Path):
         UigConfig.from_env({"UIG_MAX_LINE_BYTES": "lots"})
     with pytest.raises(ConfigError, match="policy_churn_cost"):
         UigConfig.from_env({"UIG_POLICY_CHURN_COST": "-0.5"}, data_root=tmp_path)
+    with pytest.raises(ConfigError, match="policy_churn_cost"):
+        UigConfig.from_env({"UIG_POLICY_CHURN_COST": "inf"}, data_root=tmp_path)
     with pytest.raises(ConfigError, match="unknown"):
         UigConfig.from_env({}, colour="red")
     with pytest.raises(InputError, match="layer.name"):
