@@ -86,3 +86,12 @@ def write_section(name: str, markdown: str) -> None:
 
 def stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def save_figure(fig, path: Path, dpi: float | str = "figure") -> None:
+    """Lay out, write and close a matplotlib figure (the last three steps of every plot here)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, stamp, write_section  # noqa: E402
+from bench.common import machine, save_figure, stamp, write_section  # noqa: E402
 from bench.quality import fit_uig, load_data  # noqa: E402
 from models.baselines import BPRMF, LightGCNBaseline  # noqa: E402
 from models.rolling import FRESH, RollingResult, refresh_variants, rolling_protocol  # noqa: E402
@@ -198,9 +198,7 @@ def plot(summary, intervals, n: int) -> None:
     ax.set_title(f"MovieLens-100k test window: quality against refresh interval ({n} user-hours)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(PNG)
-    plt.close(fig)
+    save_figure(fig, PNG)
 
 
 def main(argv: list[str] | None = None) -> int:

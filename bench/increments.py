@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, measured, stamp, write_section  # noqa: E402
+from bench.common import machine, measured, save_figure, stamp, write_section  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
 
 PLOT = Path(__file__).resolve().parent / "increments.png"
@@ -103,9 +103,7 @@ def plot(rebuild: dict, increments: list[Increment], path: Path) -> None:
     ax.set_title("Incremental cost against increment size (SYNTHETIC, 2 cores, local[2])")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def section(rebuild: dict, increments: list[Increment], days: int, command: str) -> str:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, measured, median, stamp, write_section  # noqa: E402
+from bench.common import machine, measured, median, save_figure, stamp, write_section  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,9 +231,7 @@ def plot(cases: list[Case], path: Path) -> None:
     ax.set_title("Refresh cost against dirty users (2 cores, local[2])")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def table(cases: list[Case], baseline: Case | None, users: int) -> list[str]:

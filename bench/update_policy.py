@@ -69,7 +69,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, stamp, write_section  # noqa: E402
+from bench.common import machine, save_figure, stamp, write_section  # noqa: E402
 from bench.quality import fit_uig, item_text_embeddings, item_topics_frame, load_data  # noqa: E402
 from models.evaluation import ValidationSet, temporal_split  # noqa: E402
 from models.graph import train_window_graph  # noqa: E402
@@ -83,6 +83,7 @@ from models.update_policy import (  # noqa: E402
     choose_reward_prior_weight,
     compare_to_best_fixed,
     evaluate_policies,
+    q_network,
     split_users,
     train_bandit,
     train_dqn,
@@ -141,8 +142,7 @@ def cross_fitted(states: np.ndarray, rewards: np.ndarray, folds: int = 5, seed: 
     for fold in np.array_split(order, folds):
         fit = np.setdiff1d(order, fold)
         torch.manual_seed(seed)
-        net = torch.nn.Sequential(torch.nn.Linear(states.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
-                                  torch.nn.ReLU(), torch.nn.Linear(64, rewards.shape[1]))
+        net = q_network(states.shape[1], rewards.shape[1], hidden=64, layers=2)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         x, y = torch.from_numpy(states[fit]), torch.from_numpy(rewards[fit])
         gen = torch.Generator().manual_seed(seed)
@@ -449,9 +449,8 @@ def result_table(out: dict[str, Any]) -> list[str]:
             diff = _ci(comparison["comparisons"][name])
         else:
             diff = _ci(paired_bootstrap(results["rewards"][name], results["rewards"][best], N_BOOT, 0))
-        churn = float(results["churn"][name].mean())
-        lines.append(f"| {_label(name)} | {results['mean'][name]:.4f} | {results['mean'][name] + CHURN_COST * churn:.4f} "
-                     f"| {churn:.2f} | {diff} | {n} |")
+        lines.append(f"| {_label(name)} | {results['mean'][name]:.4f} | {results['ndcg'][name].mean():.4f} "
+                     f"| {results['churn'][name].mean():.2f} | {diff} | {n} |")
     h = out["headroom"]
     lines += ["", f"Headroom: an oracle that takes, at every user-step, the action that earned most there (given the "
               f"profile the best fixed action carried) would earn {h['mean']:.4f}, {_ci(h['gain'])} over the best "
@@ -472,8 +471,7 @@ def sensitivity_table(out: dict[str, Any]) -> list[str]:
         best = comp["best_fixed"]
 
         def ndcg_churn(name: str) -> str:
-            churn = float(res["churn"][name].mean())
-            return f"{res['mean'][name] + cost * churn:.4f} / {churn:.2f}"
+            return f"{res['ndcg'][name].mean():.4f} / {res['churn'][name].mean():.2f}"
 
         mark = " (the tables above)" if cost == CHURN_COST else ""
         lines.append(f"| {cost:g}{mark} | {best.removeprefix('fixed:')} | {res['mean'][best]:.4f} | {ndcg_churn(best)} "
@@ -563,9 +561,7 @@ def plot(outs: list[dict[str, Any]]) -> None:
         ax.grid(alpha=0.3)
         handles = ax.get_legend_handles_labels()[0] + loss_ax.get_legend_handles_labels()[0]
         ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(PNG)
-    plt.close(fig)
+    save_figure(fig, PNG)
 
 
 def candidates_for(quick: bool) -> dict[str, DQNConfig]:

@@ -697,7 +697,8 @@ class DQNConfig:
             raise PolicyInputError("need 0 <= epsilon_end <= epsilon_start <= 1 and epsilon_decay_updates >= 1")
 
 
-def _q_network(n_features: int, n_actions: int, hidden: int, layers: int) -> nn.Sequential:
+def q_network(n_features: int, n_actions: int, hidden: int, layers: int) -> nn.Sequential:
+    """The MLP behind every Q-value here: ``layers`` hidden ReLU layers of ``hidden`` units, one output per action."""
     mods: list[nn.Module] = []
     width = n_features
     for _ in range(layers):
@@ -771,7 +772,7 @@ class QPolicy:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         if found != POLICY_STATE_FORMAT:
             raise PolicyInputError(f"not an update-policy state of format {POLICY_STATE_FORMAT} (found {found!r})")
-        net = _q_network(len(state["feature_names"]), len(state["action_names"]), int(state["hidden"]),
+        net = q_network(len(state["feature_names"]), len(state["action_names"]), int(state["hidden"]),
                          int(state["layers"]))
         net.load_state_dict(state["state_dict"])
         return cls(net, state["action_names"], state["feature_names"], state["hidden"], state["layers"])
@@ -812,9 +813,9 @@ def train_dqn(env: PolicyEnvironment, config: DQNConfig = DQNConfig()) -> tuple[
     rng = np.random.default_rng(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        online = _q_network(env.n_features, env.n_actions, config.hidden, config.layers)
+        online = q_network(env.n_features, env.n_actions, config.hidden, config.layers)
     online = online.to(device)
-    target = _q_network(env.n_features, env.n_actions, config.hidden, config.layers).to(device)
+    target = q_network(env.n_features, env.n_actions, config.hidden, config.layers).to(device)
     target.load_state_dict(online.state_dict())
     target.eval()
     optimiser = torch.optim.Adam(online.parameters(), lr=config.lr)
@@ -887,9 +888,9 @@ def evaluate_policies(
 
     With ``include_fixed`` every action of ``env`` is also run as a fixed policy
     (``"fixed:<name>"``), exactly. Returns ``{"user_steps": [(refresh time, user)], "rewards":
-    {name: array}, "churn": {name: array}, "mean": {name: float}, "fixed": [names], "actions":
-    {name: counts per action}}``, every reward and churn array aligned on the same user-steps
-    (NDCG@10 = reward + ``env.churn_cost`` × churn).
+    {name: array}, "churn": {name: array}, "ndcg": {name: array}, "mean": {name: float}, "fixed":
+    [names], "actions": {name: counts per action}}``, every array aligned on the same user-steps;
+    ``ndcg`` is the ranking term of the reward alone (reward + ``env.churn_cost`` × churn).
     """
     runs: dict[str, Policy] = dict(policies)
     fixed = []
@@ -924,8 +925,9 @@ def evaluate_policies(
             raise PolicyInputError(f"policy {name!r} was scored on different user-steps than the others")
     if not reference:
         raise PolicyInputError("no scored user-step in the window")
-    return {"user_steps": reference, "rewards": rewards, "churn": churns, "fixed": fixed, "actions": counts,
-            "mean": {name: float(r.mean()) for name, r in rewards.items()}}
+    ndcg = {name: rewards[name] + env.churn_cost * churns[name] for name in rewards}
+    return {"user_steps": reference, "rewards": rewards, "churn": churns, "ndcg": ndcg, "fixed": fixed,
+            "actions": counts, "mean": {name: float(r.mean()) for name, r in rewards.items()}}
 
 
 def compare_to_best_fixed(results: Mapping[str, Any], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:

@@ -144,8 +144,7 @@ def train_policy(
         "mean_reward": {name: round(float(v), 4) for name, v in results["mean"].items()},
         "churn_cost": config.policy_churn_cost,
         "mean_churn": {name: round(float(v.mean()), 4) for name, v in results["churn"].items()},
-        "mean_ndcg": {name: round(float((results["rewards"][name] + config.policy_churn_cost * v).mean()), 4)
-                      for name, v in results["churn"].items()},
+        "mean_ndcg": {name: round(float(v.mean()), 4) for name, v in results["ndcg"].items()},
         "best_fixed": compared["best_fixed"], "dqn_minus_best_fixed": vs_best,
         "eval_user_steps": len(results["user_steps"]), "gcn_version": envs["gcn_version"],
         "train_seconds": round(dqn_seconds, 1),
