@@ -42,6 +42,23 @@ class RefreshProgress:
     refreshed_as_of: datetime | None  # the as-of of the last completed refresh
 
 
+@dataclass(frozen=True)
+class HistoryState:
+    """``gold.interest_history`` at one Delta version: its newest ``as_of`` (naive UTC; None when empty)."""
+
+    version: int
+    newest_as_of: datetime | None
+
+
+def history_state(spark: "SparkSession", lake: Lake, known: HistoryState | None = None) -> HistoryState:
+    """The history's version and newest ``as_of``; ``known`` is reused while the version is unchanged."""
+    version = io.table_version(spark, lake, C.GOLD_INTEREST_HISTORY)
+    if known is not None and known.version == version:
+        return known
+    newest = io.read_table(spark, lake, C.GOLD_INTEREST_HISTORY).agg(F.max(C.AS_OF)).collect()[0][0]
+    return HistoryState(version, newest)
+
+
 def read_progress(spark: "SparkSession", lake: Lake) -> RefreshProgress:
     marks = io.read_watermarks(spark, lake)
     aggregated = marks.get(C.PIPELINE_AGGREGATE) or {}
@@ -125,10 +142,17 @@ def write_edges(
     policy_version: str,
     upto_batch_seq: int,
     models_marker: str | None = None,
-) -> None:
+    known_history: "HistoryState | None" = None,
+) -> "HistoryState":
     """Make ``users``' rows of ``gold.interest_edges`` equal ``edges`` (one MERGE, see
     :func:`spark_jobs.io.merge_interest_edges`), record them in ``gold.interest_history``, then
     move the ``refresh`` watermark to ``upto_batch_seq``.
+
+    The history rows are appended when no row can carry ``as_of`` yet (its newest ``as_of`` is
+    older), else MERGEd insert-only (a retry of a refresh killed before its watermark: the rows it
+    recorded stay, first write wins). ``known_history`` is what the last call in this process
+    returned: while the table is still at that version, its newest ``as_of`` is not queried again
+    (what a warm refresher saves on every run).
 
     ``edges`` has user_key, interest_type, interest_id, interest_name, weight, rank, explanation,
     update_action, update_reason; every row is stamped ``as_of`` (also its ``refreshed_at``: reruns
@@ -146,13 +170,17 @@ def write_edges(
     io.merge_interest_edges(spark, lake, new_edges, users, as_of)
     crash_point("after_edges")
     history = new_edges.select(*TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames())
-    if io.has_rows(spark, lake, C.GOLD_INTEREST_HISTORY, F.col(C.AS_OF) == io.timestamp_literal(as_of)):
-        # a retry of this refresh (killed before its watermark): rows it recorded stay, first write wins
+    newest = history_state(spark, lake, known_history).newest_as_of
+    if newest is not None and newest >= stamp:
+        # a row may carry this as_of (a retry of this refresh, or an as_of older than the newest)
         io.merge_upsert(spark, lake, C.GOLD_INTEREST_HISTORY, history,
                         [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True)
     else:  # no row carries this as_of, so none can match: an append is the same MERGE without the join
         io.append(spark, lake, C.GOLD_INTEREST_HISTORY, history)
+    written = HistoryState(io.table_version(spark, lake, C.GOLD_INTEREST_HISTORY),
+                           stamp if newest is None else max(newest, stamp))
     crash_point("after_history")
     io.write_watermark(spark, lake, C.PIPELINE_REFRESH, last_batch_seq=upto_batch_seq, as_of=as_of, updated_at=as_of,
                        model_version=models_marker or model_version)
     crash_point("after_watermark")
+    return written

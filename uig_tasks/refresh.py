@@ -29,7 +29,7 @@ from uig_common.errors import UigError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from spark_jobs.refresh_job import RefreshProgress
+    from spark_jobs.refresh_job import HistoryState, RefreshProgress
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Refresher:
         self._models: tuple[tuple[int, int | None], Any, Any] | None = None  # (versions, scorer, policy)
         self._catalog: tuple[tuple[int, int], Any, dict[str, str]] | None = None  # (table versions, topics, titles)
         self._last_written: tuple[int, str] | None = None  # (batch seq, models) of this refresher's last watermark
+        self._history: HistoryState | None = None  # gold.interest_history as this refresher's last write left it
 
     @property
     def spark(self) -> "SparkSession":
@@ -123,9 +124,9 @@ class Refresher:
         steps["decide and score"] = time.perf_counter() - t0 - sum(steps.values())
         if full:  # the model's communities become the community nodes of the graph
             refresh_job.write_communities(spark, config.lake, scorer.communities, str(version))
-        refresh_job.write_edges(spark, config.lake, edges, dirty, as_of=as_of, model_version=str(version),
-                                policy_version=policy_version, upto_batch_seq=progress.aggregated_batch_seq,
-                                models_marker=marker)
+        self._history = refresh_job.write_edges(
+            spark, config.lake, edges, dirty, as_of=as_of, model_version=str(version), policy_version=policy_version,
+            upto_batch_seq=progress.aggregated_batch_seq, models_marker=marker, known_history=self._history)
         self._last_written = (progress.aggregated_batch_seq, marker)
         steps["write"] = time.perf_counter() - t0 - sum(steps.values())
 

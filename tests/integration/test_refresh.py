@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from uig_common import names as C
-from spark_jobs import io
+from spark_jobs import io, refresh_job
 from tests.conftest import TRAIN_UNTIL
 from uig_tasks.cli import main
 from uig_tasks.config import UigConfig
@@ -112,6 +112,8 @@ def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed) -
     assert recorded.count() == second["edges_written"]
     from delta.tables import DeltaTable  # a refresh's first history rows are appended, not MERGEd
     assert DeltaTable.forPath(spark, config.lake.path(C.GOLD_INTEREST_HISTORY)).history(1).collect()[0]["operation"] == "WRITE"
+    # what the warm refresher kept of the history (so its next run queries nothing) is what a query finds
+    assert refreshed["refresher"]._history == refresh_job.history_state(spark, config.lake)
 
 
 def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refreshed, tmp_path) -> None:
