@@ -95,3 +95,8 @@ def save_figure(fig, path: Path, dpi: float | str = "figure") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def synthetic_users(n_events: int) -> int:
+    """Users of a SYNTHETIC set of ``n_events`` (``uig_tasks.synthetic.generate``): 40 events a user on average."""
+    return max(1000, n_events // 40)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, measured, save_figure, stamp, write_section  # noqa: E402
+from bench.common import machine, measured, save_figure, stamp, synthetic_users, write_section  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
 
 PLOT = Path(__file__).resolve().parent / "increments.png"
@@ -41,11 +41,6 @@ class Increment:
     mode: str
 
 
-def users_of(n_events: int) -> int:
-    """The user count of the SYNTHETIC set (what ``bench/ingest.py`` uses too): 40 events a user on average."""
-    return max(1000, n_events // 40)
-
-
 def run(base_events: int, days: int, fractions: list[float], work: Path) -> tuple[dict, list[Increment]]:
     from uig_common.timeutil import parse_time
     from uig_tasks.pipeline import run_aggregate, run_ingest
@@ -53,7 +48,7 @@ def run(base_events: int, days: int, fractions: list[float], work: Path) -> tupl
 
     root = work / "root"
     config = UigConfig.from_env(data_root=root, user_salt="bench")
-    n_users = users_of(base_events)
+    n_users = synthetic_users(base_events)
     print(f"[SYNTHETIC] landing {base_events:,} base events, {n_users:,} users, {days} days", flush=True)
     generate(config.landing_dir, n_events=base_events, n_users=n_users, n_days=days)
     last_day = (DEFAULT_START + timedelta(days=days - 1)).date()

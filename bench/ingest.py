@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, measured, median, stamp, write_section  # noqa: E402
+from bench.common import machine, measured, median, stamp, synthetic_users, write_section  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
 from uig_common.timeutil import parse_time  # noqa: E402
 
@@ -56,7 +56,7 @@ def land_movielens(root: Path, until: date | None = None, day: date | None = Non
 def land_synthetic(root: Path, n_events: int, days: int) -> int:
     from uig_tasks.synthetic import generate
 
-    return int(generate(root / "landing", n_events=n_events, n_users=max(1000, n_events // 40), n_days=days)["events"])
+    return int(generate(root / "landing", n_events=n_events, n_users=synthetic_users(n_events), n_days=days)["events"])
 
 
 def bench_dataset(spark, name: str, land, n_repeats: int, work: Path, last_day: date, prepare_before_last) -> list[Row]:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         def before_last(root: Path) -> int:
             from uig_tasks.synthetic import generate
 
-            generate(root / "landing", n_events=n, n_users=max(1000, n // 40), n_days=d)
+            generate(root / "landing", n_events=n, n_users=synthetic_users(n), n_days=d)
             last = root / "landing" / "events" / f"date={syn_last:%Y-%m-%d}"
             shutil.move(str(last), str(root / "held-back-day"))
             return n - per_day
