@@ -1,9 +1,10 @@
 """Incremental ingest + aggregate against a rebuild: what 0.1 %, 1 % and 10 % new events cost.
 
 Lands a SYNTHETIC base set (``uig_tasks.synthetic.generate``: Pareto user activity, Zipf item
-popularity, on the real MovieLens catalog), ingests and aggregates it from scratch (the rebuild,
-timed), then lands each increment as a new day of events drawn from the same users and items and
-times ``ingest`` + ``aggregate`` of that increment alone. Increments land one after another on
+popularity, each day's events in sessions of that day's active users, on the real MovieLens
+catalog), ingests and aggregates it from scratch (the rebuild, timed), then lands each increment
+as a new day of sessions of the same users on the same items and times ``ingest`` + ``aggregate``
+of that increment alone. Increments land one after another on
 the same root, each after the last. The table reports each increment's share of the users it
 dirtied (a realistic day touches a few percent of users, not tens) and its cost as a share of the
 rebuild measured in the same process. Writes its section of ``bench/RESULTS.md`` and a plot.
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, measured, save_figure, stamp, synthetic_users, write_section  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
+from uig_tasks.synthetic import SESSION_EVENTS  # noqa: E402
 
 PLOT = Path(__file__).resolve().parent / "increments.png"
 
@@ -63,7 +65,8 @@ def run(base_events: int, days: int, fractions: list[float], work: Path) -> tupl
     for step, fraction in enumerate(fractions, start=1):
         day = DEFAULT_START + timedelta(days=days - 1 + step)
         n = max(1, round(fraction * base_events))
-        # a new seed draws new event ids from the same user and item ids (each user's activity redrawn)
+        # a new seed draws new event ids from the same user and item ids (each user's activity redrawn);
+        # the day's events come in sessions of about SESSION_EVENTS, so n / SESSION_EVENTS users are dirtied
         generate(config.landing_dir, n_events=n, n_users=n_users, n_days=1, seed=1000 + step, start=day)
         as_of = parse_time(day.date(), end_of_day=True)
         with measured() as m:
@@ -120,9 +123,10 @@ def section(rebuild: dict, increments: list[Increment], days: int, command: str)
         f"Run {stamp()} on {machine()}; Spark `local[2]`, one process, one run each. `{command}`",
         "",
         f"A SYNTHETIC base set (`uig_tasks.synthetic.generate`: Pareto user activity, Zipf item popularity, "
-        f"real MovieLens catalog) of {rebuild['events']:,} events over {days} days is ingested and aggregated from "
-        "scratch (the rebuild, the baseline of every ratio); then each increment lands as one more day of events "
-        "from the same users and items, and its `ingest` + `aggregate` alone is timed. Increments land one after "
+        f"each day's events in sessions of about {SESSION_EVENTS} events of that day's active users, real MovieLens "
+        f"catalog) of {rebuild['events']:,} events over {days} days is ingested and aggregated from "
+        "scratch (the rebuild, the baseline of every ratio); then each increment lands as one more day of sessions "
+        "of the same users on the same items, and its `ingest` + `aggregate` alone is timed. Increments land one after "
         "another on the same root, so each also finds the earlier ones in the tables; the rebuild does not include "
         "them (a rebuild that did would cost more, so each ratio is an upper bound).",
         "",

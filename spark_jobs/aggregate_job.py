@@ -1,10 +1,10 @@
 """Aggregate job: silver events → gold user–item and user–topic affinities at ``as_of``.
 
 Incremental by default: only users with new events since the ``aggregate`` watermark are
-recomputed (one atomic MERGE per table); rows of other users keep their older ``as_of`` and are
-brought to any later time with :func:`spark_jobs.transforms.aggregate.decay_to`. When more than
+recomputed (one atomic ``replaceWhere`` overwrite of their rows per table); rows of other users
+keep their older ``as_of`` and are brought to any later time with :func:`spark_jobs.transforms.aggregate.decay_to`. When more than
 ``max_dirty_fraction`` of all users are dirty, the tables are rewritten whole instead (mode
-``full``): the same rows, and cheaper than a MERGE that updates most of a large table.
+``full``): the same rows, and cheaper than replacing most rows of a large table one user at a time.
 """
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ def aggregate(
 
     topics = _refresh_item_topics(spark, lake, settings.kg_min_items)
     crash_point("after_item_topics")  # recovery tests kill the run at each commit point
+    # Every write of gold.user_topic_affinity notes the item topics it used; other ones (a new
+    # catalog, another kg_min_items, even if an earlier run died right after rewriting them)
+    # change every user's topic rows, not only the dirty users'.
+    topics_note = json.dumps({"item_topics_version": io.table_version(spark, lake, C.GOLD_ITEM_TOPICS)})
+    if io.last_commit_note(spark, lake, C.GOLD_USER_TOPIC_AFFINITY) != topics_note:
+        full = True
     params = dict(as_of=as_of, half_life_days=settings.half_life_days, weights=settings.event_weights)
 
     dirty = None
@@ -74,10 +80,11 @@ def aggregate(
         dirty = dirty_users(
             events, after_batch_seq=int(wm[C.LAST_BATCH_SEQ]), previous_as_of=previous_as_of, as_of=as_of
         ).persist()
-        n_dirty = dirty.count()
+        dirty_keys = sorted(r[C.USER_KEY] for r in dirty.collect())
+        n_dirty = len(dirty_keys)
         n_users = events.select(C.USER_KEY).distinct().count()
         if n_dirty > settings.max_dirty_fraction * n_users:
-            # MERGE-ing most rows costs more than rewriting them; the tables end up equal either way.
+            # replacing most rows costs more than rewriting them all; the tables end up equal either way.
             log.info("aggregate: %d of %d users dirty (> %.0f%%): rewriting instead of merging",
                      n_dirty, n_users, 100 * settings.max_dirty_fraction)
             dirty.unpersist()
@@ -91,6 +98,7 @@ def aggregate(
         io.overwrite(
             spark, lake, C.GOLD_USER_TOPIC_AFFINITY,
             user_topic_affinity(io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY), topics),
+            commit_note=topics_note,
         )
         crash_point("after_user_topic")
         n_dirty = events.select(C.USER_KEY).distinct().count()
@@ -98,16 +106,12 @@ def aggregate(
         assert dirty is not None
         mode = "incremental" if n_dirty else "noop"
         if n_dirty:
-            user_items = user_item_affinity(events.join(dirty, C.USER_KEY, "left_semi"), **params)
-            io.replace_groups(
-                spark, lake, C.GOLD_USER_ITEM_AFFINITY, user_items, [C.USER_KEY, C.ITEM_ID], C.USER_KEY, dirty
-            )
+            user_items = user_item_affinity(events.join(F.broadcast(dirty), C.USER_KEY, "left_semi"), **params)
+            io.replace_groups(spark, lake, C.GOLD_USER_ITEM_AFFINITY, user_items, C.USER_KEY, dirty_keys)
             crash_point("after_user_item")
-            fresh = io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY).join(dirty, C.USER_KEY, "left_semi")
-            io.replace_groups(
-                spark, lake, C.GOLD_USER_TOPIC_AFFINITY, user_topic_affinity(fresh, topics),
-                [C.USER_KEY, C.TOPIC_ID, C.TOPIC_TYPE], C.USER_KEY, dirty,
-            )
+            fresh = io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY).join(F.broadcast(dirty), C.USER_KEY, "left_semi")
+            io.replace_groups(spark, lake, C.GOLD_USER_TOPIC_AFFINITY, user_topic_affinity(fresh, topics),
+                              C.USER_KEY, dirty_keys, commit_note=topics_note)
             crash_point("after_user_topic")
         dirty.unpersist()
 

@@ -264,3 +264,13 @@ TABLE_SCHEMAS: dict[str, StructType] = {
 }
 
 TABLE_PARTITIONS: dict[str, list[str]] = {C.SILVER_EVENTS: [C.EVENT_DATE]}
+
+#: Delta table properties set when a table is created. The gold affinity tables take deletion
+#: vectors: an incremental aggregate replaces the rows of a few percent of the users, spread over
+#: every file, and with deletion vectors it marks those rows deleted instead of copying every
+#: file's other rows (at 5M events, 42M of 43.5M user-topic rows each run). A full rewrite leaves
+#: files without any.
+TABLE_PROPERTIES: dict[str, dict[str, str]] = {
+    C.GOLD_USER_ITEM_AFFINITY: {"delta.enableDeletionVectors": "true"},
+    C.GOLD_USER_TOPIC_AFFINITY: {"delta.enableDeletionVectors": "true"},
+}

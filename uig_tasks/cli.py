@@ -76,7 +76,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         return 0
     result = generate(
         config.landing_dir, n_events=args.events, n_users=args.users, n_days=args.days, seed=args.seed,
-        start=parse_time(args.start),
+        start=parse_time(args.start), session_events=args.session_events,
     )
     _emit(args, result, lambda: print(f"SYNTHETIC data landed: {result}"))
     return 0
@@ -445,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=60, help="number of days (one landing file each)")
     p.add_argument("--start", default="2024-01-01", help="first day (YYYY-MM-DD)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--session-events", type=float, default=20,
+                   help="mean events of a user active on a day: a day touches about its events / this many users "
+                        "(default 20)")
     p.add_argument("--drift", action="store_true",
                    help="the drift simulator instead: users with latent genre interests, sessions, heavy-tailed activity "
                         "and interest shifts at known times, plus a ground-truth file (ignores --events)")

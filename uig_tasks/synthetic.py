@@ -3,7 +3,8 @@
 Every event carries ``"source": "synthetic"`` and ids prefixed ``syn-``. Items are the real
 MovieLens-100k catalog (so events pass the unknown-item check); users, times and actions are
 drawn from a seeded generator. :func:`generate` lands events for scale tests (item popularity
-is Zipf-like, users' activity is skewed); :func:`generate_drift` lands the events of
+is Zipf-like, users' activity Pareto-skewed, each day's events in sessions of the users active
+that day, so a day touches a realistic few percent of the users); :func:`generate_drift` lands the events of
 :func:`models.drift.simulate_drift` — users whose interests change at known times — and writes
 that ground truth beside the landing folder, where the ingest never looks.
 """
@@ -43,12 +44,36 @@ def _land_catalog(landing_dir: Path) -> list[dict[str, object]]:
     return catalog
 
 
+#: Mean events of one active user on one day: a day's events come from about events / this users.
+SESSION_EVENTS = 20
+
+
+def active_users(rng: np.random.Generator, user_p: np.ndarray, n_events: int, session_events: float) -> np.ndarray:
+    """The distinct users active on a day of ``n_events`` events: about ``n_events / session_events``
+    of them (at least one, at most all), drawn without replacement by activity ``user_p``."""
+    n_active = min(len(user_p), max(1, round(n_events / session_events)))
+    return rng.choice(len(user_p), size=n_active, replace=False, p=user_p)
+
+
 def generate(
-    landing_dir: Path, *, n_events: int, n_users: int, n_days: int, seed: int = 7, start: datetime | None = None
+    landing_dir: Path,
+    *,
+    n_events: int,
+    n_users: int,
+    n_days: int,
+    seed: int = 7,
+    start: datetime | None = None,
+    session_events: float = SESSION_EVENTS,
 ) -> dict[str, object]:
-    """Land ``n_events`` synthetic events over ``n_days`` day files (plus the real catalog)."""
-    if n_events <= 0 or n_users <= 0 or n_days <= 0:
-        raise InputError("events, users and days must all be positive")
+    """Land ``n_events`` synthetic events over ``n_days`` day files (plus the real catalog).
+
+    Each day's events belong to that day's active users (:func:`active_users`), spread evenly
+    among them, so about ``n_events / n_days / session_events`` users are touched a day — not
+    nearly every user, as when each event's user is drawn on its own. The users' activity weights
+    depend on ``seed`` and ``n_users`` only.
+    """
+    if n_events <= 0 or n_users <= 0 or n_days <= 0 or session_events <= 0:
+        raise InputError("events, users, days and events per session must all be positive")
     start = start or DEFAULT_START
     catalog = _land_catalog(landing_dir)
     item_ids = np.array([str(i["item_id"]) for i in catalog])
@@ -64,7 +89,8 @@ def generate(
     written = 0
     for day_index, count in enumerate(per_day):
         day = start + timedelta(days=day_index)
-        users = rng.choice(n_users, size=count, p=user_p)
+        today = active_users(rng, user_p, int(count), session_events)
+        users = today[rng.integers(0, len(today), size=count)]
         items = rng.choice(len(item_ids), size=count, p=item_p)
         kinds = rng.choice(len(types), size=count, p=type_p)
         seconds = np.sort(rng.integers(0, 86_400, size=count))
@@ -90,7 +116,8 @@ def generate(
                     event["rating"] = int(ratings[n])
                 fh.write(json.dumps(event) + "\n")
         written += int(count)
-    result = {"synthetic": True, "events": written, "users": n_users, "days": n_days, "first_day": f"{start:%Y-%m-%d}"}
+    result = {"synthetic": True, "events": written, "users": n_users, "days": n_days, "first_day": f"{start:%Y-%m-%d}",
+              "session_events": session_events}
     log.info("landed SYNTHETIC events: %s", result)
     return result
 

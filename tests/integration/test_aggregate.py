@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from uig_common import names as C
@@ -52,6 +53,10 @@ def test_incremental_equals_full_rebuild(spark, config):
     assert second["mode"] == "incremental"
     assert day3_users <= second["dirty_users"] <= day3_users + 1
     assert second["dirty_users"] < events.select(C.USER_KEY).distinct().count()
+    # The dirty users' old rows were marked deleted (deletion vectors), no file was rewritten.
+    for table in (C.GOLD_USER_ITEM_AFFINITY, C.GOLD_USER_TOPIC_AFFINITY):
+        metrics = DeltaTable.forPath(spark, config.lake.path(table)).history(1).collect()[0]["operationMetrics"]
+        assert int(metrics["numDeletedRows"]) > 0 and int(metrics["numRemovedFiles"]) == 0, (table, metrics)
 
     # Users without new events were not rewritten: their rows still carry the old as_of.
     stored_items = io.read_table(spark, config.lake, C.GOLD_USER_ITEM_AFFINITY)
@@ -79,14 +84,21 @@ def test_incremental_equals_full_rebuild(spark, config):
     assert {t: rows(spark, config, t) for t in before} == before
     assert {t: v for t, v in versions(spark, config).items() if t.startswith("gold.")} == gold_versions
 
-    # Another setting of the catalog's topics rewrites them (once).
+    # Another setting of the catalog's topics rewrites them (once), and every user's topic rows
+    # with them, though no user is dirty.
     stricter = dataclasses.replace(config, kg_min_items=config.kg_min_items + 5)
-    run_aggregate(stricter, T3)
+    assert run_aggregate(stricter, T3)["mode"] == "full"
     assert io.table_version(spark, config.lake, C.GOLD_ITEM_TOPICS) == gold_versions[C.GOLD_ITEM_TOPICS] + 1
     expected = item_topics(io.read_table(spark, config.lake, C.SILVER_ITEMS), kg_min_items=stricter.kg_min_items)
     assert sorted(io.read_table(spark, config.lake, C.GOLD_ITEM_TOPICS).collect(), key=repr) == sorted(
         expected.collect(), key=repr)
-    run_aggregate(stricter, T3)
+    topic_keys = [C.TOPIC_ID, C.TOPIC_TYPE]
+    users_topics = io.read_table(spark, config.lake, C.GOLD_USER_TOPIC_AFFINITY).select(*topic_keys).distinct()
+    assert users_topics.join(expected, topic_keys, "left_anti").count() == 0  # no topic of the old setting is left
+    # A commit without a note (here a table property; OPTIMIZE alike) does not force a rewrite.
+    spark.sql(f"ALTER TABLE delta.`{config.lake.path(C.GOLD_USER_TOPIC_AFFINITY)}` "
+              "SET TBLPROPERTIES ('uig.test' = 'maintenance')")
+    assert run_aggregate(stricter, T3)["mode"] == "noop"
     assert io.table_version(spark, config.lake, C.GOLD_ITEM_TOPICS) == gold_versions[C.GOLD_ITEM_TOPICS] + 1
 
 

@@ -236,3 +236,21 @@ def test_generate_drift_lands_labelled_events_and_keeps_the_truth_outside_landin
     shifted = [u["user_id"] for u in truth["users"] if u["shifted"]]
     assert sorted(shifted) == sorted(in_memory.truth.loc[in_memory.truth["shifted"], "user_id"])
     assert math.isfinite(result["active_share_median_day"])
+
+
+def test_generate_lands_a_day_as_sessions_of_few_users(tmp_path):
+    """The scale generator's day touches about events / session_events users, not nearly all."""
+    from uig_tasks.synthetic import generate
+
+    landing = tmp_path / "landing"
+    result = generate(landing, n_events=6_000, n_users=2_000, n_days=3, seed=4, session_events=20)
+    assert result["synthetic"] is True and result["events"] == 6_000
+    day_files = sorted(f for f in (landing / "events").rglob("*.jsonl"))
+    assert len(day_files) == 3
+    for f in day_files:
+        events = [json.loads(line) for line in f.read_text().splitlines()]
+        assert len(events) == 2_000 and all(e["source"] == "synthetic" for e in events)
+        users = {e["user_id"] for e in events}
+        assert 90 <= len(users) <= 100  # 100 active users, each with ~20 events (a few may draw none)
+    with pytest.raises(InputError):
+        generate(landing, n_events=10, n_users=5, n_days=1, session_events=0)
