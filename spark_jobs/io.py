@@ -196,11 +196,17 @@ def last_commit_note(spark: "SparkSession", lake: Lake, table: str, depth: int =
     """The ``commit_note`` (:func:`overwrite`) of the newest of the table's last ``depth`` commits
     that has one; None if none has. Commits that carry no note (OPTIMIZE, a table property set,
     a DELETE) change no note's meaning, so they leave the one before them standing."""
+    noted = last_noted_commit(spark, lake, table, depth)
+    return None if noted is None else noted[1]
+
+
+def last_noted_commit(spark: "SparkSession", lake: Lake, table: str, depth: int = 50) -> tuple[int, str] | None:
+    """``(version, note)`` of the commit :func:`last_commit_note` reads; None if none has a note."""
     from delta.tables import DeltaTable
 
     history = DeltaTable.forPath(spark, ensure_table(spark, lake, table)).history(depth)
     notes = history.where("userMetadata IS NOT NULL").orderBy("version", ascending=False).limit(1).collect()
-    return notes[0]["userMetadata"] if notes else None
+    return (int(notes[0]["version"]), notes[0]["userMetadata"]) if notes else None
 
 
 def overwrite(
@@ -214,9 +220,7 @@ def overwrite(
     as the commit's ``userMetadata`` (:func:`last_commit_note`): what the rows were made from.
     """
     path = ensure_table(spark, lake, table)
-    writer = _writer(df, table, "overwrite")
-    if commit_note is not None:
-        writer = writer.option("userMetadata", commit_note)
+    writer = _writer(df, table, "overwrite", commit_note)
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
     elif overwrite_schema:
@@ -224,15 +228,19 @@ def overwrite(
     writer.save(path)
 
 
-def append(spark: "SparkSession", lake: Lake, table: str, df: "DataFrame") -> None:
-    """Add ``df``'s rows to ``table`` in one commit (no read of the table's rows)."""
+def append(spark: "SparkSession", lake: Lake, table: str, df: "DataFrame", *, commit_note: str | None = None) -> None:
+    """Add ``df``'s rows to ``table`` in one commit (no read of the table's rows); ``commit_note``
+    as in :func:`overwrite`."""
     path = ensure_table(spark, lake, table)
-    _writer(df, table, "append").save(path)
+    _writer(df, table, "append", commit_note).save(path)
 
 
-def _writer(df: "DataFrame", table: str, mode: str):
-    """A Delta writer of ``df``'s contract columns for ``table``, partitioned as the table is."""
+def _writer(df: "DataFrame", table: str, mode: str, commit_note: str | None = None):
+    """A Delta writer of ``df``'s contract columns for ``table``, partitioned as the table is,
+    its commit noted ``commit_note``."""
     writer = df.select(*TABLE_SCHEMAS[table].fieldNames()).write.format("delta").mode(mode)
+    if commit_note is not None:
+        writer = writer.option("userMetadata", commit_note)
     if table in TABLE_PARTITIONS:
         writer = writer.partitionBy(*TABLE_PARTITIONS[table])
     return writer
@@ -334,54 +342,6 @@ def replace_groups(
 def sql_string(value: str) -> str:
     """``value`` as a Spark SQL string literal (backslashes and quotes escaped)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def merge_interest_edges(
-    spark: "SparkSession", lake: Lake, new_edges: "DataFrame", users: "DataFrame", as_of: "datetime"
-) -> None:
-    """Make ``gold.interest_edges`` of ``users`` equal ``new_edges`` (all stamped ``as_of``), in ONE commit.
-
-    A new edge is inserted (``previous_weight`` null); a kept one is updated, its old weight moved
-    to ``previous_weight``; an *active* edge that fell out becomes ``dropped`` (weight 0, the old
-    weight kept), so the next reader sees what disappeared; an edge dropped by an earlier refresh
-    that is still out is deleted. Rows of other users are never touched. Retrying the same refresh
-    (same ``as_of``) changes nothing: rows already stamped ``as_of`` keep their previous weight and
-    their ``dropped`` mark.
-    """
-    from delta.tables import DeltaTable
-    from pyspark.sql import functions as F
-
-    table = C.GOLD_INTEREST_EDGES
-    path = ensure_table(spark, lake, table)
-    cols = TABLE_SCHEMAS[table].fieldNames()
-    keys = [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID]
-    current = spark.read.format("delta").load(path).join(users.select(C.USER_KEY).distinct(), C.USER_KEY, "left_semi")
-    gone = current.select(*keys, C.EDGE_STATUS).join(new_edges.select(*keys), keys, "left_anti")
-    out = gone.select(*keys, F.when(F.col(C.EDGE_STATUS) == C.EDGE_ACTIVE, "drop").otherwise("delete").alias("_action"))
-    for c in cols:
-        if c not in keys:
-            out = out.withColumn(c, F.lit(None).cast(TABLE_SCHEMAS[table][c].dataType))
-    source = new_edges.select(*cols).withColumn("_action", F.lit("upsert")).unionByName(out.select(*cols, "_action"))
-    stamp = timestamp_literal(as_of)
-    same_run = F.col(f"t.{C.AS_OF}") == stamp
-    (
-        DeltaTable.forPath(spark, path).alias("t")
-        .merge(source.alias("s"), " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
-        .whenMatchedDelete(condition=(F.col("s._action") == "delete") & ~same_run)
-        .whenMatchedUpdate(
-            condition=F.col("s._action") == "drop",
-            set={C.EDGE_STATUS: F.lit(C.EDGE_DROPPED), C.PREVIOUS_WEIGHT: F.col(f"t.{C.WEIGHT}"), C.WEIGHT: F.lit(0.0),
-                 C.RANK: F.lit(None).cast("int"), C.AS_OF: stamp, C.REFRESHED_AT: stamp},
-        )
-        .whenMatchedUpdate(
-            condition=F.col("s._action") == "upsert",
-            set={**{c: F.col(f"s.`{c}`") for c in cols if c != C.PREVIOUS_WEIGHT},
-                 C.PREVIOUS_WEIGHT: F.when(same_run, F.col(f"t.{C.PREVIOUS_WEIGHT}"))
-                 .when(F.col(f"t.{C.EDGE_STATUS}") == C.EDGE_ACTIVE, F.col(f"t.{C.WEIGHT}"))},
-        )
-        .whenNotMatchedInsert(condition=F.col("s._action") == "upsert", values={c: F.col(f"s.`{c}`") for c in cols})
-        .execute()
-    )
 
 
 def read_watermarks(spark: "SparkSession", lake: Lake) -> dict[str, dict[str, object]]:

@@ -1,14 +1,18 @@
 """Refresh job: the Delta reads and writes of ``uig refresh`` (the edges themselves are computed by
 :mod:`models.interests`, outside Spark).
 
-Reads: the ``aggregate`` and ``refresh`` watermarks, the users with behaviour the last refresh did
-not see, their affinities, the item topics and titles. Writes, in this order: the model's interest
-communities (full refresh only), the dirty users' edges (one MERGE), their history rows (an append), and the
-``refresh`` watermark last, so a refresh killed part-way is redone whole by the next run.
+Reads: the ``aggregate`` watermark, the last refresh's progress note, the users with behaviour the
+last refresh did not see, their affinities, the item topics and titles. Writes, in this order: the
+model's interest communities (full refresh only), the dirty users' edges in ONE commit whose note is
+the refresh's progress (the batches and models it covered: the edges and the mark that says what
+they reflect cannot disagree), then their history rows. A refresh killed before the edge commit is
+redone whole by the next run; one killed after it has its history rows recorded from the edges
+(:func:`repair_history`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from spark_jobs import io
 from spark_jobs.faults import crash_point
 from spark_jobs.schemas import TABLE_SCHEMAS
 from spark_jobs.settings import Lake
+from spark_jobs.transforms.edges import edges_after_refresh
 from uig_common import names as C
 
 if TYPE_CHECKING:
@@ -30,54 +35,91 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Above this many dirty users the edge table is rewritten whole instead of replacing the users'
+#: rows by a ``user_key IN (...)`` predicate (a predicate of tens of thousands of keys costs more
+#: to plan than the rewrite).
+MAX_LISTED_USERS = 25_000
+
+
+@dataclass(frozen=True)
+class RefreshMark:
+    """The progress note of the last completed refresh, kept on its edge commit."""
+
+    edges_version: int  # the gold.interest_edges version that carries the note
+    batch_seq: int  # the last aggregated batch it covered
+    models: str  # the models it used (GCN|policy): a change of either re-materialises the graph
+    as_of: datetime  # aware UTC
+
+    def note(self) -> str:
+        return json.dumps({"refresh": {"batch_seq": self.batch_seq, "models": self.models,
+                                       "as_of": self.as_of.isoformat()}})
+
+    @classmethod
+    def from_note(cls, version: int, note: str) -> "RefreshMark | None":
+        try:
+            mark = json.loads(note)["refresh"]
+            return cls(version, int(mark["batch_seq"]), str(mark["models"]), datetime.fromisoformat(mark["as_of"]))
+        except (ValueError, KeyError, TypeError):  # a note of something else: no refresh recorded
+            return None
+
 
 @dataclass(frozen=True)
 class RefreshProgress:
-    """How far ``aggregate`` and the last refresh got (``ops.watermarks``)."""
+    """How far ``aggregate`` (``ops.watermarks``) and the last completed refresh got."""
 
     aggregated_as_of: datetime | None  # None: no aggregate has run
     aggregated_batch_seq: int
-    refreshed_batch_seq: int | None  # None: never refreshed
-    refreshed_model_version: str | None  # the models the last completed refresh used (GCN|policy)
-    refreshed_as_of: datetime | None  # the as-of of the last completed refresh
+    refreshed: RefreshMark | None  # None: never refreshed
+    edges_table_version: int  # gold.interest_edges' version when the mark was read
 
 
 @dataclass(frozen=True)
 class HistoryState:
-    """``gold.interest_history`` at one Delta version: its newest ``as_of`` (naive UTC; None when empty)."""
+    """``gold.interest_history`` at one Delta version: its newest ``as_of`` (naive UTC; None when
+    empty) and the edge version whose rows its last write recorded (None: not known)."""
 
     version: int
     newest_as_of: datetime | None
+    edges_version: int | None
 
 
 def history_state(spark: "SparkSession", lake: Lake, known: HistoryState | None = None) -> HistoryState:
-    """The history's version and newest ``as_of``; ``known`` is reused while the version is unchanged."""
+    """The history's state; ``known`` is reused while the version is unchanged. Read from the last
+    write's commit note, or from the rows where no write left one."""
     version = io.table_version(spark, lake, C.GOLD_INTEREST_HISTORY)
     if known is not None and known.version == version:
         return known
+    noted = io.last_noted_commit(spark, lake, C.GOLD_INTEREST_HISTORY)
+    if noted is not None:
+        try:
+            note = json.loads(noted[1])["history"]
+            newest = note["newest_as_of"]
+            return HistoryState(version, None if newest is None else datetime.fromisoformat(newest),
+                                int(note["edges_version"]))
+        except (ValueError, KeyError, TypeError):
+            pass
     newest = io.read_table(spark, lake, C.GOLD_INTEREST_HISTORY).agg(F.max(C.AS_OF)).collect()[0][0]
-    return HistoryState(version, newest)
+    return HistoryState(version, newest, None)
 
 
-def read_progress(spark: "SparkSession", lake: Lake) -> RefreshProgress:
+def read_progress(spark: "SparkSession", lake: Lake, known: RefreshProgress | None = None) -> RefreshProgress:
+    """The aggregate's watermark and the last refresh's mark; the mark of ``known`` is reused while
+    the edge table is still at the version it was read at."""
     marks = io.read_watermarks(spark, lake)
     aggregated = marks.get(C.PIPELINE_AGGREGATE) or {}
-    refreshed = marks.get(C.PIPELINE_REFRESH)
     as_of = aggregated.get(C.AS_OF)
+    version = io.table_version(spark, lake, C.GOLD_INTEREST_EDGES)
+    if known is not None and known.edges_table_version == version:
+        refreshed = known.refreshed
+    else:
+        noted = io.last_noted_commit(spark, lake, C.GOLD_INTEREST_EDGES)
+        refreshed = None if noted is None else RefreshMark.from_note(*noted)
     return RefreshProgress(
         aggregated_as_of=None if as_of is None else as_of.replace(tzinfo=timezone.utc),  # type: ignore[union-attr]
         aggregated_batch_seq=int(aggregated.get(C.LAST_BATCH_SEQ) or 0),  # type: ignore[arg-type]
-        refreshed_batch_seq=None if refreshed is None else int(refreshed[C.LAST_BATCH_SEQ]),  # type: ignore[arg-type]
-        refreshed_model_version=None if refreshed is None else refreshed.get(C.MODEL_VERSION),  # type: ignore[arg-type]
-        refreshed_as_of=None if refreshed is None or refreshed.get(C.AS_OF) is None
-        else refreshed[C.AS_OF].replace(tzinfo=timezone.utc),  # type: ignore[union-attr]
+        refreshed=refreshed,
+        edges_table_version=version,
     )
-
-
-def graph_has_other_model(spark: "SparkSession", lake: Lake, model_version: str) -> bool:
-    """Whether an active edge of ``gold.interest_edges`` comes from another model version."""
-    other = (F.col(C.EDGE_STATUS) == C.EDGE_ACTIVE) & (F.col(C.MODEL_VERSION) != model_version)
-    return io.has_rows(spark, lake, C.GOLD_INTEREST_EDGES, other)
 
 
 def dirty_users(spark: "SparkSession", lake: Lake, *, after_batch_seq: int | None, upto_batch_seq: int) -> list[str]:
@@ -98,14 +140,20 @@ def user_frame(spark: "SparkSession", user_keys: Sequence[str]) -> "DataFrame":
     return spark.createDataFrame(pd.DataFrame({C.USER_KEY: pd.Series(list(user_keys), dtype="object")}), schema)
 
 
-def read_histories(spark: "SparkSession", lake: Lake, users: "DataFrame") -> "pd.DataFrame":
-    """The gold affinities of ``users``: user_key, item_id, weight, n_events, n_rate, last_ts."""
-    return (
-        io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY)
-        .join(users, C.USER_KEY, "left_semi")
-        .select(C.USER_KEY, C.ITEM_ID, C.WEIGHT, C.N_EVENTS, "n_rate", C.LAST_TS)
-        .toPandas()
-    )
+def of_users(spark: "SparkSession", rows: "DataFrame", user_keys: Sequence[str]) -> "DataFrame":
+    """``rows`` of ``user_keys``: a filter on the keys (no join; file statistics can skip files) up
+    to :data:`MAX_LISTED_USERS` of them, a semi-join with them as local data above that."""
+    if len(user_keys) <= MAX_LISTED_USERS:
+        return rows.where(F.col(C.USER_KEY).isin(list(user_keys)))
+    return rows.join(user_frame(spark, user_keys), C.USER_KEY, "left_semi")
+
+
+def read_histories(spark: "SparkSession", lake: Lake, user_keys: Sequence[str]) -> "pd.DataFrame":
+    """The gold affinities of ``user_keys``: user_key, item_id, weight, n_events, n_rate, last_ts."""
+    affinities = io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY)
+    return (of_users(spark, affinities, user_keys)
+            .select(C.USER_KEY, C.ITEM_ID, C.WEIGHT, C.N_EVENTS, "n_rate", C.LAST_TS)
+            .toPandas())
 
 
 def read_interest_inputs(spark: "SparkSession", lake: Lake) -> tuple["pd.DataFrame", dict[str, str]]:
@@ -135,31 +183,32 @@ def write_edges(
     spark: "SparkSession",
     lake: Lake,
     edges: "pd.DataFrame",
-    users: "DataFrame",
+    user_keys: Sequence[str],
     *,
     as_of: datetime,
     model_version: str,
     policy_version: str,
     upto_batch_seq: int,
     models_marker: str | None = None,
-    known_history: "HistoryState | None" = None,
-) -> "HistoryState":
-    """Make ``users``' rows of ``gold.interest_edges`` equal ``edges`` (one MERGE, see
-    :func:`spark_jobs.io.merge_interest_edges`), record them in ``gold.interest_history``, then
-    move the ``refresh`` watermark to ``upto_batch_seq``.
+    known_history: HistoryState | None = None,
+    rewrite_all: bool = False,
+) -> tuple[RefreshMark, HistoryState]:
+    """Make the rows of ``user_keys`` in ``gold.interest_edges`` follow ``edges`` in ONE commit
+    noted with this refresh's :class:`RefreshMark`, then record the edges in ``gold.interest_history``.
 
     The history rows are appended when no row can carry ``as_of`` yet (its newest ``as_of`` is
-    older), else MERGEd insert-only (a retry of a refresh killed before its watermark: the rows it
-    recorded stay, first write wins). ``known_history`` is what the last call in this process
-    returned: while the table is still at that version, its newest ``as_of`` is not queried again
-    (what a warm refresher saves on every run).
+    older), else MERGEd insert-only (first write wins). ``known_history`` is what the last call in
+    this process returned: while the table is still at that version it is not read again (what a
+    warm refresher saves on every run). ``rewrite_all`` rewrites the whole edge table (a full
+    refresh) instead of replacing the users' rows.
 
     ``edges`` has user_key, interest_type, interest_id, interest_name, weight, rank, explanation,
     update_action, update_reason; every row is stamped ``as_of`` (also its ``refreshed_at``: reruns
-    give equal rows). The watermark records ``models_marker`` (default ``model_version``): the
-    models this refresh used, so a change of either re-materialises the graph.
+    give equal rows). The mark records ``upto_batch_seq`` and ``models_marker`` (default
+    ``model_version``): the models this refresh used, so a change of either re-materialises the graph.
     """
-    stamp = as_of.astimezone(timezone.utc).replace(tzinfo=None)
+    utc = as_of.astimezone(timezone.utc)
+    stamp = utc.replace(tzinfo=None)
     stamped = edges.assign(**{
         C.EDGE_STATUS: C.EDGE_ACTIVE, C.PREVIOUS_WEIGHT: None, C.MODEL_VERSION: model_version,
         C.POLICY_VERSION: policy_version, C.AS_OF: stamp, C.REFRESHED_AT: stamp,
@@ -167,20 +216,62 @@ def write_edges(
     schema = TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]
     frame = stamped[schema.fieldNames()].astype({C.WEIGHT: "float64", C.PREVIOUS_WEIGHT: "float64", C.RANK: "int32"})
     new_edges = spark.createDataFrame(frame, schema)  # through Arrow: no Python loop over the rows
-    io.merge_interest_edges(spark, lake, new_edges, users, as_of)
+    mark = RefreshMark(-1, int(upto_batch_seq), models_marker or model_version, utc)
+    replace_user_edges(spark, lake, new_edges, user_keys, as_of, commit_note=mark.note(), rewrite_all=rewrite_all)
+    mark = RefreshMark(io.table_version(spark, lake, C.GOLD_INTEREST_EDGES), mark.batch_seq, mark.models, utc)
     crash_point("after_edges")
-    history = new_edges.select(*TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames())
-    newest = history_state(spark, lake, known_history).newest_as_of
+    history = record_history(spark, lake, new_edges, stamp, mark.edges_version, known_history)
+    crash_point("after_history")
+    return mark, history
+
+
+def replace_user_edges(
+    spark: "SparkSession", lake: Lake, new_edges: "DataFrame", user_keys: Sequence[str], as_of: datetime,
+    *, commit_note: str | None = None, rewrite_all: bool = False,
+) -> None:
+    """Make the rows of ``user_keys`` in ``gold.interest_edges`` follow ``new_edges`` (all stamped
+    ``as_of``) by the rule of :func:`spark_jobs.transforms.edges.edges_after_refresh`, in ONE commit.
+
+    Only those users' rows are replaced (a ``replaceWhere`` on their keys; with deletion vectors
+    the old rows are marked, not every file copied); other users' rows are never rewritten. With
+    ``rewrite_all``, or more than :data:`MAX_LISTED_USERS` users, the table is rewritten whole,
+    other users' rows copied as they are.
+    """
+    table = C.GOLD_INTEREST_EDGES
+    current = io.read_table(spark, lake, table)
+    stamp = io.timestamp_literal(as_of)
+    refreshed = edges_after_refresh(of_users(spark, current, user_keys), new_edges, stamp)
+    if rewrite_all or len(user_keys) > MAX_LISTED_USERS:
+        others = current.join(user_frame(spark, user_keys), C.USER_KEY, "left_anti")
+        io.overwrite(spark, lake, table, refreshed.unionByName(others), commit_note=commit_note)
+    else:
+        io.replace_groups(spark, lake, table, refreshed, C.USER_KEY, list(user_keys), commit_note=commit_note)
+
+
+def record_history(
+    spark: "SparkSession", lake: Lake, edges: "DataFrame", stamp: datetime, edges_version: int,
+    known: HistoryState | None = None,
+) -> HistoryState:
+    """Add ``edges`` (active edges stamped ``stamp``, naive UTC) to ``gold.interest_history``, the
+    commit noted with ``edges_version`` (the edge commit they come from) and the newest ``as_of``."""
+    rows = edges.select(*TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames())
+    newest = history_state(spark, lake, known).newest_as_of
+    after = stamp if newest is None else max(newest, stamp)
+    note = json.dumps({"history": {"edges_version": edges_version, "newest_as_of": after.isoformat()}})
     if newest is not None and newest >= stamp:
         # a row may carry this as_of (a retry of this refresh, or an as_of older than the newest)
-        io.merge_upsert(spark, lake, C.GOLD_INTEREST_HISTORY, history,
-                        [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True)
+        io.merge_upsert(spark, lake, C.GOLD_INTEREST_HISTORY, rows,
+                        [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True, commit_note=note)
     else:  # no row carries this as_of, so none can match: an append is the same MERGE without the join
-        io.append(spark, lake, C.GOLD_INTEREST_HISTORY, history)
-    written = HistoryState(io.table_version(spark, lake, C.GOLD_INTEREST_HISTORY),
-                           stamp if newest is None else max(newest, stamp))
-    crash_point("after_history")
-    io.write_watermark(spark, lake, C.PIPELINE_REFRESH, last_batch_seq=upto_batch_seq, as_of=as_of, updated_at=as_of,
-                       model_version=models_marker or model_version)
-    crash_point("after_watermark")
-    return written
+        io.append(spark, lake, C.GOLD_INTEREST_HISTORY, rows, commit_note=note)
+    return HistoryState(io.table_version(spark, lake, C.GOLD_INTEREST_HISTORY), after, edges_version)
+
+
+def repair_history(spark: "SparkSession", lake: Lake, mark: RefreshMark) -> HistoryState:
+    """Record the history rows of the refresh ``mark`` names when a kill stopped it between its
+    edge commit and its history write: they are its active edges stamped with its ``as_of``."""
+    stamp = mark.as_of.astimezone(timezone.utc).replace(tzinfo=None)
+    log.warning("the refresh as of %s stopped before recording its history: recording it from its edges", stamp)
+    edges = io.read_table(spark, lake, C.GOLD_INTEREST_EDGES).where(
+        (F.col(C.AS_OF) == io.timestamp_literal(mark.as_of)) & (F.col(C.EDGE_STATUS) == C.EDGE_ACTIVE))
+    return record_history(spark, lake, edges, stamp, mark.edges_version)

@@ -268,10 +268,12 @@ TABLE_PARTITIONS: dict[str, list[str]] = {C.SILVER_EVENTS: [C.EVENT_DATE]}
 #: Delta table properties set when a table is created. The gold affinity tables take deletion
 #: vectors: an incremental aggregate replaces the rows of a few percent of the users, spread over
 #: every file, and with deletion vectors it marks those rows deleted instead of copying every
-#: file's other rows (at 5M events, 42M of 43.5M user-topic rows each run). A full rewrite leaves
+#: file's other rows (at 5M events, 42M of 43.5M user-topic rows each run); an incremental refresh
+#: replaces the dirty users' interest edges the same way. A full rewrite leaves
 #: files without any. Marked rows stay in their files: erasing a user from these tables must purge
 #: them (``REORG TABLE ... APPLY (PURGE)``) before VACUUM.
 TABLE_PROPERTIES: dict[str, dict[str, str]] = {
     C.GOLD_USER_ITEM_AFFINITY: {"delta.enableDeletionVectors": "true"},
     C.GOLD_USER_TOPIC_AFFINITY: {"delta.enableDeletionVectors": "true"},
+    C.GOLD_INTEREST_EDGES: {"delta.enableDeletionVectors": "true"},
 }

@@ -3,8 +3,8 @@
 A user is dirty when a batch that ``aggregate`` has already folded into the gold affinities
 brought them events the last refresh did not see (late events included: they come in a new
 batch). Each dirty user's edges are recomputed from their affinities with the ``@champion`` GCN
-(fold-in, no retraining; :mod:`models.interests`) and MERGEd in one commit; other users' rows
-are not rewritten. Interests are genres, KG entities, the model's interest communities
+(fold-in, no retraining; :mod:`models.interests`) and replace their rows in one commit, noted with
+how far the refresh got; other users' rows are not rewritten. Interests are genres, KG entities, the model's interest communities
 (:mod:`models.communities`, written to ``gold.interest_communities`` on a full refresh) and items.
 When ``@champion`` moves (a new model or a rollback), every user is refreshed so that the graph
 never mixes model versions. How each dirty user's part of the graph is updated — keep, rebuild,
@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,7 @@ class Refresher:
         self.model_loads = 0  # how often models were (re)loaded: what a warm refresher saves
         self._models: tuple[tuple[int, int | None], Any, Any] | None = None  # (versions, scorer, policy)
         self._catalog: tuple[tuple[int, int], Any, dict[str, str]] | None = None  # (table versions, topics, titles)
-        self._last_written: tuple[int, str] | None = None  # (batch seq, models) of this refresher's last watermark
+        self._progress: RefreshProgress | None = None  # what the last refresh read (its mark is reused while the edges are unchanged)
         self._history: HistoryState | None = None  # gold.interest_history as this refresher's last write left it
 
     @property
@@ -89,18 +90,17 @@ class Refresher:
         config, spark = self.config, self.spark
         t0 = time.perf_counter()
         steps: dict[str, float] = {}  # seconds of each step, so a log (and the benchmark) says where the time went
-        progress = refresh_job.read_progress(spark, config.lake)
+        progress = self._progress = refresh_job.read_progress(spark, config.lake, self._progress)
         as_of = _checked_as_of(config, progress, as_of)
         scorer, version, policy, policy_version = self._champions()
         marker = f"{version}|{policy_version}"
-        # A new (or rolled-back) champion — GCN or policy — re-materialises everyone; so does a run
-        # that a kill stopped between writing a new champion's edges and its watermark (the mark
-        # still names the old models). The scan for the latter is skipped when this refresher
-        # wrote the watermark as it stands: its own last refresh completed.
-        full = (full or progress.refreshed_batch_seq is None or progress.refreshed_model_version != marker
-                or (self._last_written != (progress.refreshed_batch_seq, marker)
-                    and refresh_job.graph_has_other_model(spark, config.lake, str(version))))
-        after = None if full else progress.refreshed_batch_seq
+        mark = progress.refreshed
+        self._history = refresh_job.history_state(spark, config.lake, self._history)
+        if mark is not None and self._history.edges_version != mark.edges_version:
+            self._history = refresh_job.repair_history(spark, config.lake, mark)  # killed after its edge commit
+        # A new (or rolled-back) champion — GCN or policy — re-materialises everyone.
+        full = full or mark is None or mark.models != marker
+        after = None if full else mark.batch_seq  # type: ignore[union-attr]
         result = {"mode": "full" if full else "incremental", "as_of": as_of.isoformat(), "dirty_users": 0,
                   "edges_written": 0, "model_version": version, "policy_version": policy_version}
         steps["progress and models"] = time.perf_counter() - t0
@@ -112,22 +112,22 @@ class Refresher:
             log.info("refresh: no user has new behaviour since batch %s; nothing written", after or 0)
             return {**result, "mode": "noop", "seconds": round(time.perf_counter() - t0, 3)}
         log.info("refresh: %d dirty users (%s), model uig-gcn v%s", n_dirty, result["mode"], version)
-        dirty = refresh_job.user_frame(spark, dirty_keys)
-        histories = refresh_job.read_histories(spark, config.lake, dirty)
+        histories = refresh_job.read_histories(spark, config.lake, dirty_keys)
         topics, titles = self._catalog_inputs()
         steps["read dirty users"] = time.perf_counter() - t0 - sum(steps.values())
         users = user_histories(histories, as_of)
-        previous = None if progress.refreshed_as_of is None else progress.refreshed_as_of.timestamp()
+        previous = None if mark is None else mark.as_of.timestamp()
         users = with_update_policy(users, scorer, policy, previous, as_of.timestamp())
         result["actions"] = dict(Counter(u.update_action for u in users))
         edges = interest_edges(scorer, users, with_communities(topics, scorer.communities), titles)
         steps["decide and score"] = time.perf_counter() - t0 - sum(steps.values())
         if full:  # the model's communities become the community nodes of the graph
             refresh_job.write_communities(spark, config.lake, scorer.communities, str(version))
-        self._history = refresh_job.write_edges(
-            spark, config.lake, edges, dirty, as_of=as_of, model_version=str(version), policy_version=policy_version,
-            upto_batch_seq=progress.aggregated_batch_seq, models_marker=marker, known_history=self._history)
-        self._last_written = (progress.aggregated_batch_seq, marker)
+        mark, self._history = refresh_job.write_edges(
+            spark, config.lake, edges, dirty_keys, as_of=as_of, model_version=str(version),
+            policy_version=policy_version, upto_batch_seq=progress.aggregated_batch_seq, models_marker=marker,
+            known_history=self._history, rewrite_all=full)
+        self._progress = replace(progress, refreshed=mark, edges_table_version=mark.edges_version)
         steps["write"] = time.perf_counter() - t0 - sum(steps.values())
 
         result.update(dirty_users=n_dirty, edges_written=len(edges), seconds=round(time.perf_counter() - t0, 3),

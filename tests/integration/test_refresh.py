@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyspark.sql import functions as F
 
 from uig_common import names as C
 from spark_jobs import io, refresh_job
@@ -131,8 +132,10 @@ def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refresh
     assert edges(spark, full_config, active_only=True) == edges(spark, config, active_only=True)
 
 
-def test_edges_that_fall_out_are_marked_dropped_then_deleted(spark, tmp_path) -> None:
-    """The MERGE rule on hand-written edges: kept → previous weight, gone → dropped, still gone → deleted."""
+@pytest.mark.parametrize("rewrite_all", [False, True], ids=["replace-users", "rewrite-table"])
+def test_edges_that_fall_out_are_marked_dropped_then_deleted(spark, tmp_path, rewrite_all) -> None:
+    """The edge rule on hand-written edges: kept → previous weight, gone → dropped, still gone → deleted;
+    another user's rows are never changed, whether the users' rows are replaced or the table rewritten."""
     from spark_jobs.schemas import TABLE_SCHEMAS
 
     config = UigConfig.from_env(data_root=tmp_path / "data", user_salt="test-salt")
@@ -142,12 +145,16 @@ def test_edges_that_fall_out_are_marked_dropped_then_deleted(spark, tmp_path) ->
         as_of = datetime(2020, 1, day, tzinfo=timezone.utc)
         rows = [("u", "genre", g, g, w, r, f"{g} ←", "active", None, version, "p", "rebuild", "default rule",
                  as_of.replace(tzinfo=None), as_of.replace(tzinfo=None)) for r, (g, w) in enumerate(weights.items(), start=1)]
-        users = spark.createDataFrame([("u",)], [C.USER_KEY])
-        io.merge_interest_edges(spark, config.lake, spark.createDataFrame(rows, schema), users, as_of)
+        refresh_job.replace_user_edges(spark, config.lake, spark.createDataFrame(rows, schema), ["u"], as_of,
+                                       rewrite_all=rewrite_all)
 
     def state() -> dict[str, tuple]:
         return {r[C.INTEREST_ID]: (r[C.EDGE_STATUS], r[C.WEIGHT], r[C.PREVIOUS_WEIGHT])
-                for r in io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).collect()}
+                for r in io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).where(F.col(C.USER_KEY) == "u").collect()}
+
+    other = [("v", "genre", "x", "x", 0.9, 1, "x ←", "dropped", 0.8, "1", "p", "rebuild", "default rule",
+              datetime(2019, 1, 1), datetime(2019, 1, 1))]
+    io.append(spark, config.lake, C.GOLD_INTEREST_EDGES, spark.createDataFrame(other, schema))
 
     refresh(1, {"x": 0.5, "y": 0.3})
     assert state() == {"x": ("active", 0.5, None), "y": ("active", 0.3, None)}
@@ -160,6 +167,8 @@ def test_edges_that_fall_out_are_marked_dropped_then_deleted(spark, tmp_path) ->
     refresh(2, {"y": 0.4, "z": 0.2})
     refresh(3, {"y": 0.4, "z": 0.2})
     assert state() == {"y": ("active", 0.4, 0.4), "z": ("active", 0.2, 0.2)}
+    assert [tuple(r) for r in io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).where(F.col(C.USER_KEY) == "v")
+            .collect()] == other  # a dropped edge of a user not refreshed stays, as it was
 
 
 def test_refresh_before_the_last_aggregate_is_refused(refreshed) -> None:
