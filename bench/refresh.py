@@ -141,6 +141,41 @@ def touch_and_time(config: UigConfig, rated: dict[str, str], users: list[str], t
     print(f"  {case.name}: {len(users)} dirty users -> {m.seconds:.2f}s", flush=True)
 
 
+def delta_floor(config: UigConfig, runs: int = 7) -> dict[str, float]:
+    """Median seconds, in this process, of the Delta operations a refresh cannot do without, on
+    scratch tables of the same root: collecting a 3-row table (each of the refresh's reads is at
+    least one such job), appending 30 rows (the history), and replacing one user's 30 rows with a
+    ``replaceWhere`` on a table with deletion vectors (the edge commit). The first two runs warm up."""
+    from spark_jobs import io
+    from spark_jobs.schemas import TABLE_SCHEMAS
+    from spark_jobs.settings import Lake
+    from uig_common import names as C
+
+    spark, lake = io.get_spark(config.spark), Lake(config.data_root / "bench-floor")
+    edges, history = C.GOLD_INTEREST_EDGES, C.GOLD_INTEREST_HISTORY  # the contract schemas, scratch tables
+    when = datetime(2020, 1, 1)
+
+    def rows(user: str, n: int = 30):
+        edge = [(user, "item", f"i{k}", "t", 0.5, k, "why", "active", None, "1", "p", "rebuild", "r", when, when)
+                for k in range(n)]
+        return spark.createDataFrame(edge, TABLE_SCHEMAS[edges])
+
+    io.overwrite(spark, lake, edges, rows("u0", 3))
+    seconds: dict[str, list[float]] = {"collect a 3-row table": [], "append 30 rows": [],
+                                       "replace one user's 30 rows (replaceWhere, deletion vectors)": []}
+    for i in range(runs):
+        with measured() as m:
+            io.read_table(spark, lake, edges).collect()
+        seconds["collect a 3-row table"].append(m.seconds)
+        with measured() as m:
+            io.append(spark, lake, history, rows(f"u{i}").select(*TABLE_SCHEMAS[history].fieldNames()))
+        seconds["append 30 rows"].append(m.seconds)
+        with measured() as m:
+            io.replace_groups(spark, lake, edges, rows("u0"), C.USER_KEY, ["u0"])
+        seconds["replace one user's 30 rows (replaceWhere, deletion vectors)"].append(m.seconds)
+    return {name: median(values[2:]) for name, values in seconds.items()}
+
+
 def movielens_cases(repeats: int) -> tuple[list[Case], dict]:
     from spark_jobs.io import get_spark, read_table
     from uig_common import names as C
@@ -178,6 +213,7 @@ def movielens_cases(repeats: int) -> tuple[list[Case], dict]:
                     assert way()["mode"] == "noop"
                 case.add(0, m.seconds, m.peak_rss_mb)
         facts["model_loads"] = warm.model_loads
+        facts["floor"] = delta_floor(config)
         return cases, facts
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -309,12 +345,25 @@ def movielens_section(ml: list[Case], ml_facts: dict) -> list[str]:
         *table(ml, ml[1], ml_facts["users"]),
         "",
         "Where the warm refresher's seconds go (medians of its own `seconds_by_step`): *progress and models* reads "
-        "the watermarks and checks the `@champion` aliases; *read dirty users* finds the users with new batches "
+        "the aggregate's watermark and the last refresh's mark (each reused while its table is unchanged), checks "
+        "the history recorded that refresh, and checks the `@champion` aliases; *read dirty users* finds the users with new batches "
         "in `silver.events` and reads their affinities; *decide and score* is the update policy and the GCN; "
-        "*write* is the edge MERGE, the history append and the watermark MERGE (three Delta commits).",
+        "*write* is the edge commit (the dirty users' rows replaced; its note is the refresh's progress mark) and "
+        "the history append (two Delta commits).",
         "",
         *step_table(ml[-1]),
+        "",
+        "The floor of those steps on this machine, measured in the same process after the runs above (medians of "
+        "5): " + "; ".join(f"{name} {value:.2f} s" for name, value in ml_facts["floor"].items()) + ". A refresh "
+        "reads at least four tables (watermarks, new events, affinities, current edges) and makes those two "
+        f"commits: about {floor_sum(ml_facts['floor']):.1f} s before any work.",
     ]
+
+
+def floor_sum(floor: dict[str, float]) -> float:
+    """Four reads, one append and one replace (:func:`delta_floor`'s names, in that order)."""
+    read, append, replace = floor.values()
+    return 4 * read + append + replace
 
 
 def scale_section(scale: list[Case], facts: dict, days: int) -> list[str]:

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 MAX_LISTED_USERS = 25_000
 
 
+HISTORY_KEY = (C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF)
+
+
 @dataclass(frozen=True)
 class RefreshMark:
     """The progress note of the last completed refresh, kept on its edge commit."""
@@ -71,6 +74,7 @@ class RefreshProgress:
     aggregated_batch_seq: int
     refreshed: RefreshMark | None  # None: never refreshed
     edges_table_version: int  # gold.interest_edges' version when the mark was read
+    watermarks_version: int  # ops.watermarks' version when the aggregate's mark was read
 
 
 @dataclass(frozen=True)
@@ -103,23 +107,23 @@ def history_state(spark: "SparkSession", lake: Lake, known: HistoryState | None 
 
 
 def read_progress(spark: "SparkSession", lake: Lake, known: RefreshProgress | None = None) -> RefreshProgress:
-    """The aggregate's watermark and the last refresh's mark; the mark of ``known`` is reused while
-    the edge table is still at the version it was read at."""
-    marks = io.read_watermarks(spark, lake)
-    aggregated = marks.get(C.PIPELINE_AGGREGATE) or {}
-    as_of = aggregated.get(C.AS_OF)
-    version = io.table_version(spark, lake, C.GOLD_INTEREST_EDGES)
-    if known is not None and known.edges_table_version == version:
+    """The aggregate's watermark and the last refresh's mark; what ``known`` read of either is
+    reused while its table is still at the version it was read at (a warm refresher asks often)."""
+    watermarks = io.table_version(spark, lake, C.OPS_WATERMARKS)
+    if known is not None and known.watermarks_version == watermarks:
+        aggregated_as_of, aggregated_batch_seq = known.aggregated_as_of, known.aggregated_batch_seq
+    else:
+        aggregated = io.read_watermarks(spark, lake).get(C.PIPELINE_AGGREGATE) or {}
+        as_of = aggregated.get(C.AS_OF)
+        aggregated_as_of = None if as_of is None else as_of.replace(tzinfo=timezone.utc)  # type: ignore[union-attr]
+        aggregated_batch_seq = int(aggregated.get(C.LAST_BATCH_SEQ) or 0)  # type: ignore[arg-type]
+    edges = io.table_version(spark, lake, C.GOLD_INTEREST_EDGES)
+    if known is not None and known.edges_table_version == edges:
         refreshed = known.refreshed
     else:
         noted = io.last_noted_commit(spark, lake, C.GOLD_INTEREST_EDGES)
         refreshed = None if noted is None else RefreshMark.from_note(*noted)
-    return RefreshProgress(
-        aggregated_as_of=None if as_of is None else as_of.replace(tzinfo=timezone.utc),  # type: ignore[union-attr]
-        aggregated_batch_seq=int(aggregated.get(C.LAST_BATCH_SEQ) or 0),  # type: ignore[arg-type]
-        refreshed=refreshed,
-        edges_table_version=version,
-    )
+    return RefreshProgress(aggregated_as_of, aggregated_batch_seq, refreshed, edges, watermarks)
 
 
 def dirty_users(spark: "SparkSession", lake: Lake, *, after_batch_seq: int | None, upto_batch_seq: int) -> list[str]:
@@ -196,8 +200,8 @@ def write_edges(
     """Make the rows of ``user_keys`` in ``gold.interest_edges`` follow ``edges`` in ONE commit
     noted with this refresh's :class:`RefreshMark`, then record the edges in ``gold.interest_history``.
 
-    The history rows are appended when no row can carry ``as_of`` yet (its newest ``as_of`` is
-    older), else MERGEd insert-only (first write wins). ``known_history`` is what the last call in
+    The history rows are appended, only those not stored yet when a row can carry ``as_of``
+    already (first write wins). ``known_history`` is what the last call in
     this process returned: while the table is still at that version it is not read again (what a
     warm refresher saves on every run). ``rewrite_all`` rewrites the whole edge table (a full
     refresh) instead of replacing the users' rows.
@@ -259,19 +263,23 @@ def record_history(
     after = stamp if newest is None else max(newest, stamp)
     note = json.dumps({"history": {"edges_version": edges_version, "newest_as_of": after.isoformat()}})
     if newest is not None and newest >= stamp:
-        # a row may carry this as_of (a retry of this refresh, or an as_of older than the newest)
-        io.merge_upsert(spark, lake, C.GOLD_INTEREST_HISTORY, rows,
-                        [C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF], insert_only=True, commit_note=note)
-    else:  # no row carries this as_of, so none can match: an append is the same MERGE without the join
-        io.append(spark, lake, C.GOLD_INTEREST_HISTORY, rows, commit_note=note)
+        # a row may carry this as_of already (a retry of this refresh, or an as_of older than the
+        # newest): add only the missing rows, so the first write wins
+        stored = io.read_table(spark, lake, C.GOLD_INTEREST_HISTORY).where(
+            F.col(C.AS_OF) == io.timestamp_literal(stamp.replace(tzinfo=timezone.utc)))
+        rows = rows.join(stored.select(*HISTORY_KEY), list(HISTORY_KEY), "left_anti")
+    # Delta commits nothing when no row is added: the note then stays behind, and the next cold
+    # refresher's check finds nothing to add again
+    io.append(spark, lake, C.GOLD_INTEREST_HISTORY, rows, commit_note=note)
     return HistoryState(io.table_version(spark, lake, C.GOLD_INTEREST_HISTORY), after, edges_version)
 
 
 def repair_history(spark: "SparkSession", lake: Lake, mark: RefreshMark) -> HistoryState:
-    """Record the history rows of the refresh ``mark`` names when a kill stopped it between its
-    edge commit and its history write: they are its active edges stamped with its ``as_of``."""
+    """Record the history rows of the refresh ``mark`` names when the history's last write does not
+    name its edge commit — a kill stopped it between its edge commit and its history write (or its
+    write added no row, so made no commit): they are its active edges stamped with its ``as_of``."""
     stamp = mark.as_of.astimezone(timezone.utc).replace(tzinfo=None)
-    log.warning("the refresh as of %s stopped before recording its history: recording it from its edges", stamp)
+    log.warning("the history names no write of the refresh as of %s: recording its edges' rows", stamp)
     edges = io.read_table(spark, lake, C.GOLD_INTEREST_EDGES).where(
         (F.col(C.AS_OF) == io.timestamp_literal(mark.as_of)) & (F.col(C.EDGE_STATUS) == C.EDGE_ACTIVE))
     return record_history(spark, lake, edges, stamp, mark.edges_version)
