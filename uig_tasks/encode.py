@@ -108,7 +108,7 @@ def run_encode(config: UigConfig, encoded_at: datetime, batch_size: int = 64) ->
         }
     )
     df = spark.createDataFrame(rows, GOLD_ITEM_EMBEDDINGS)
-    merge_upsert(spark, config.lake, C.GOLD_ITEM_EMBEDDINGS, df, [C.ITEM_ID, C.ENCODER_VERSION])
+    merge_upsert(spark, config.lake, C.GOLD_ITEM_EMBEDDINGS, df, [C.ITEM_ID, C.ENCODER_VERSION], local_source=True)
     result.update(
         device=encoder.device,
         encode_seconds=round(encode_seconds, 3),

@@ -4,8 +4,9 @@ A user is dirty when a batch that ``aggregate`` has already folded into the gold
 brought them events the last refresh did not see (late events included: they come in a new
 batch). Each dirty user's edges are recomputed from their affinities with the ``@champion`` GCN
 (fold-in, no retraining; :mod:`models.interests`) and replace their rows in one commit, noted with
-how far the refresh got; other users' rows are not rewritten. Interests are genres, KG entities, the model's interest communities
-(:mod:`models.communities`, written to ``gold.interest_communities`` on a full refresh) and items.
+how far the refresh got; other users' rows are not rewritten. Interests are genres, KG entities,
+the model's interest communities (:mod:`models.communities`, written to
+``gold.interest_communities`` on a full refresh) and items.
 When ``@champion`` moves (a new model or a rollback), every user is refreshed so that the graph
 never mixes model versions. How each dirty user's part of the graph is updated — keep, rebuild,
 decay and admit — is the ``@champion`` of ``uig-update-policy`` (:mod:`models.update_policy`), per
@@ -59,7 +60,7 @@ class Refresher:
         self.model_loads = 0  # how often models were (re)loaded: what a warm refresher saves
         self._models: tuple[tuple[int, int | None], Any, Any] | None = None  # (versions, scorer, policy)
         self._catalog: tuple[tuple[int, int], Any, dict[str, str]] | None = None  # (table versions, topics, titles)
-        self._progress: RefreshProgress | None = None  # what the last refresh read (its mark is reused while the edges are unchanged)
+        self._progress: RefreshProgress | None = None  # what the last refresh read (reused while its tables are unchanged)
         self._history: HistoryState | None = None  # gold.interest_history as this refresher's last write left it
 
     @property
