@@ -141,11 +141,16 @@ def touch_and_time(config: UigConfig, rated: dict[str, str], users: list[str], t
     print(f"  {case.name}: {len(users)} dirty users -> {m.seconds:.2f}s", flush=True)
 
 
-def delta_floor(config: UigConfig, runs: int = 7) -> dict[str, float]:
+#: Runs of each Delta operation :func:`delta_floor` times, and how many of them first warm up.
+FLOOR_RUNS, FLOOR_WARMUP = 7, 2
+
+
+def delta_floor(config: UigConfig, runs: int = FLOOR_RUNS) -> dict[str, float]:
     """Median seconds, in this process, of the Delta operations a refresh cannot do without, on
     scratch tables of the same root: collecting a 3-row table (each of the refresh's reads is at
     least one such job), appending 30 rows (the history), and replacing one user's 30 rows with a
-    ``replaceWhere`` on a table with deletion vectors (the edge commit). The first two runs warm up."""
+    ``replaceWhere`` on a table with deletion vectors (the edge commit). The first
+    :data:`FLOOR_WARMUP` runs warm up."""
     from spark_jobs import io
     from spark_jobs.schemas import TABLE_SCHEMAS
     from spark_jobs.settings import Lake
@@ -173,7 +178,7 @@ def delta_floor(config: UigConfig, runs: int = 7) -> dict[str, float]:
         with measured() as m:
             io.replace_groups(spark, lake, edges, rows("u0"), C.USER_KEY, ["u0"])
         seconds["replace one user's 30 rows (replaceWhere, deletion vectors)"].append(m.seconds)
-    return {name: median(values[2:]) for name, values in seconds.items()}
+    return {name: median(values[FLOOR_WARMUP:]) for name, values in seconds.items()}
 
 
 def movielens_cases(repeats: int) -> tuple[list[Case], dict]:
@@ -354,7 +359,7 @@ def movielens_section(ml: list[Case], ml_facts: dict) -> list[str]:
         *step_table(ml[-1]),
         "",
         "The floor of those steps on this machine, measured in the same process after the runs above (medians of "
-        "5): " + "; ".join(f"{name} {value:.2f} s" for name, value in ml_facts["floor"].items()) + ". A refresh "
+        f"{FLOOR_RUNS - FLOOR_WARMUP}): " + "; ".join(f"{name} {value:.2f} s" for name, value in ml_facts["floor"].items()) + ". A refresh "
         "reads at least four tables (watermarks, new events, affinities, current edges) and makes those two "
         f"commits: about {floor_sum(ml_facts['floor']):.1f} s before any work.",
     ]
