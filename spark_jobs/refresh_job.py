@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,9 @@ MAX_LISTED_USERS = 25_000
 
 HISTORY_KEY = (C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF)
 
+#: The scratch folder where a chunked refresh stages its edge rows before the one edge commit.
+STAGED_EDGES = "refresh_edges"
+
 
 @dataclass(frozen=True)
 class RefreshMark:
@@ -53,10 +57,6 @@ class RefreshMark:
     models: str  # the models it used (GCN|policy): a change of either re-materialises the graph
     as_of: datetime  # aware UTC
 
-    def note(self) -> str:
-        return json.dumps({"refresh": {"batch_seq": self.batch_seq, "models": self.models,
-                                       "as_of": self.as_of.isoformat()}})
-
     @classmethod
     def from_note(cls, version: int, note: str) -> "RefreshMark | None":
         try:
@@ -64,6 +64,11 @@ class RefreshMark:
             return cls(version, int(mark["batch_seq"]), str(mark["models"]), datetime.fromisoformat(mark["as_of"]))
         except (ValueError, KeyError, TypeError):  # a note of something else: no refresh recorded
             return None
+
+
+def refresh_note(batch_seq: int, models: str, as_of: datetime) -> str:
+    """The commit note of a refresh's edge commit: what :meth:`RefreshMark.from_note` reads back."""
+    return json.dumps({"refresh": {"batch_seq": batch_seq, "models": models, "as_of": as_of.isoformat()}})
 
 
 @dataclass(frozen=True)
@@ -183,48 +188,73 @@ def write_communities(
     crash_point("after_communities")  # recovery tests kill the run at each commit point
 
 
-def write_edges(
-    spark: "SparkSession",
-    lake: Lake,
-    edges: "pd.DataFrame",
-    user_keys: Sequence[str],
-    *,
-    as_of: datetime,
-    model_version: str,
-    policy_version: str,
-    upto_batch_seq: int,
-    models_marker: str | None = None,
-    known_history: HistoryState | None = None,
-    rewrite_all: bool = False,
-) -> tuple[RefreshMark, HistoryState]:
-    """Make the rows of ``user_keys`` in ``gold.interest_edges`` follow ``edges`` in ONE commit
-    noted with this refresh's :class:`RefreshMark`, then record the edges in ``gold.interest_history``.
+def _naive_utc(moment: datetime) -> datetime:
+    """How the edge and history tables store a time: UTC without a zone."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
 
-    The history rows are appended, only those not stored yet when a row can carry ``as_of``
-    already (first write wins). ``known_history`` is what the last call in
-    this process returned: while the table is still at that version it is not read again (what a
-    warm refresher saves on every run). ``rewrite_all`` rewrites the whole edge table (a full
-    refresh) instead of replacing the users' rows.
 
-    ``edges`` has user_key, interest_type, interest_id, interest_name, weight, rank, explanation,
-    update_action, update_reason; every row is stamped ``as_of`` (also its ``refreshed_at``: reruns
-    give equal rows). The mark records ``upto_batch_seq`` and ``models_marker`` (default
-    ``model_version``): the models this refresh used, so a change of either re-materialises the graph.
-    """
-    utc = as_of.astimezone(timezone.utc)
-    stamp = utc.replace(tzinfo=None)
+def edge_rows(
+    spark: "SparkSession", edges: "pd.DataFrame", *, as_of: datetime, model_version: str, policy_version: str
+) -> "DataFrame":
+    """``edges`` (user_key, interest_type, interest_id, interest_name, weight, rank, explanation,
+    update_action, update_reason: :func:`models.interests.interest_edges`) as active rows of
+    ``gold.interest_edges``, every row stamped ``as_of`` (also its ``refreshed_at``: reruns give
+    equal rows)."""
+    stamp = _naive_utc(as_of)
     stamped = edges.assign(**{
         C.EDGE_STATUS: C.EDGE_ACTIVE, C.PREVIOUS_WEIGHT: None, C.MODEL_VERSION: model_version,
         C.POLICY_VERSION: policy_version, C.AS_OF: stamp, C.REFRESHED_AT: stamp,
     })
     schema = TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]
     frame = stamped[schema.fieldNames()].astype({C.WEIGHT: "float64", C.PREVIOUS_WEIGHT: "float64", C.RANK: "int32"})
-    new_edges = spark.createDataFrame(frame, schema)  # through Arrow: no Python loop over the rows
-    mark = RefreshMark(-1, int(upto_batch_seq), models_marker or model_version, utc)
-    replace_user_edges(spark, lake, new_edges, user_keys, as_of, commit_note=mark.note(), rewrite_all=rewrite_all)
-    mark = RefreshMark(io.table_version(spark, lake, C.GOLD_INTEREST_EDGES), mark.batch_seq, mark.models, utc)
+    return spark.createDataFrame(frame, schema)  # through Arrow: no Python loop over the rows
+
+
+def stage_edges(spark: "SparkSession", lake: Lake, chunks: Iterable["DataFrame"]) -> "DataFrame":
+    """Write the edge rows of each chunk of users to a staging folder as they come, and read them
+    back as one frame: a refresh of more users than the driver holds at once (every user of a large
+    graph) still makes its ONE edge commit, with the edges of one chunk in memory at a time. The
+    first chunk replaces what a killed run left there; :func:`drop_staged_edges` removes it."""
+    path = lake.scratch(STAGED_EDGES)
+    for number, rows in enumerate(chunks):
+        # a frame of local rows has a partition per Arrow batch: two files a chunk, not dozens
+        rows.coalesce(2).write.mode("overwrite" if number == 0 else "append").parquet(path)
+    return spark.read.schema(TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]).parquet(path)
+
+
+def drop_staged_edges(lake: Lake) -> None:
+    shutil.rmtree(lake.scratch(STAGED_EDGES), ignore_errors=True)
+
+
+def write_edges(
+    spark: "SparkSession",
+    lake: Lake,
+    new_edges: "DataFrame",
+    user_keys: Sequence[str],
+    *,
+    as_of: datetime,
+    upto_batch_seq: int,
+    models_marker: str,
+    known_history: HistoryState | None = None,
+    rewrite_all: bool = False,
+) -> tuple[RefreshMark, HistoryState]:
+    """Make the rows of ``user_keys`` in ``gold.interest_edges`` follow ``new_edges`` (:func:`edge_rows`
+    stamped ``as_of``) in ONE commit noted with this refresh's :class:`RefreshMark`, then record
+    the edges in ``gold.interest_history``.
+
+    The history rows are appended, only those not stored yet when a row can carry ``as_of``
+    already (first write wins). ``known_history`` is what the last call in
+    this process returned: while the table is still at that version it is not read again (what a
+    warm refresher saves on every run). ``rewrite_all`` rewrites the whole edge table (a full
+    refresh) instead of replacing the users' rows. The mark records ``upto_batch_seq`` and
+    ``models_marker``: the models this refresh used, so a change of either re-materialises the graph.
+    """
+    utc = as_of.astimezone(timezone.utc)
+    note = refresh_note(int(upto_batch_seq), models_marker, utc)
+    replace_user_edges(spark, lake, new_edges, user_keys, utc, commit_note=note, rewrite_all=rewrite_all)
+    mark = RefreshMark(io.table_version(spark, lake, C.GOLD_INTEREST_EDGES), int(upto_batch_seq), models_marker, utc)
     crash_point("after_edges")
-    history = record_history(spark, lake, new_edges, stamp, mark.edges_version, known_history)
+    history = record_history(spark, lake, new_edges, utc, mark.edges_version, known_history)
     crash_point("after_history")
     return mark, history
 
@@ -253,12 +283,13 @@ def replace_user_edges(
 
 
 def record_history(
-    spark: "SparkSession", lake: Lake, edges: "DataFrame", stamp: datetime, edges_version: int,
+    spark: "SparkSession", lake: Lake, edges: "DataFrame", as_of: datetime, edges_version: int,
     known: HistoryState | None = None,
 ) -> HistoryState:
-    """Add ``edges`` (active edges stamped ``stamp``, naive UTC) to ``gold.interest_history``, the
-    commit noted with ``edges_version`` (the edge commit they come from) and the newest ``as_of``."""
+    """Add ``edges`` (active edges stamped ``as_of``) to ``gold.interest_history``, the commit
+    noted with ``edges_version`` (the edge commit they come from) and the newest ``as_of``."""
     rows = edges.select(*TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames())
+    stamp = _naive_utc(as_of)
     newest = history_state(spark, lake, known).newest_as_of
     after = stamp if newest is None else max(newest, stamp)
     note = json.dumps({"history": {"edges_version": edges_version, "newest_as_of": after.isoformat()}})
@@ -266,7 +297,7 @@ def record_history(
         # a row may carry this as_of already (a retry of this refresh, or an as_of older than the
         # newest): add only the missing rows, so the first write wins
         stored = io.read_table(spark, lake, C.GOLD_INTEREST_HISTORY).where(
-            F.col(C.AS_OF) == io.timestamp_literal(stamp.replace(tzinfo=timezone.utc)))
+            F.col(C.AS_OF) == io.timestamp_literal(as_of))
         rows = rows.join(stored.select(*HISTORY_KEY), list(HISTORY_KEY), "left_anti")
     # Delta commits nothing when no row is added: the note then stays behind, and the next cold
     # refresher's check finds nothing to add again
@@ -278,8 +309,7 @@ def repair_history(spark: "SparkSession", lake: Lake, mark: RefreshMark) -> Hist
     """Record the history rows of the refresh ``mark`` names when the history's last write does not
     name its edge commit — a kill stopped it between its edge commit and its history write (or its
     write added no row, so made no commit): they are its active edges stamped with its ``as_of``."""
-    stamp = mark.as_of.astimezone(timezone.utc).replace(tzinfo=None)
-    log.warning("the history names no write of the refresh as of %s: recording its edges' rows", stamp)
+    log.warning("the history names no write of the refresh as of %s: recording its edges' rows", mark.as_of)
     edges = io.read_table(spark, lake, C.GOLD_INTEREST_EDGES).where(
         (F.col(C.AS_OF) == io.timestamp_literal(mark.as_of)) & (F.col(C.EDGE_STATUS) == C.EDGE_ACTIVE))
-    return record_history(spark, lake, edges, stamp, mark.edges_version)
+    return record_history(spark, lake, edges, mark.as_of, mark.edges_version)

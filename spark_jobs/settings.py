@@ -44,6 +44,10 @@ class Lake:
             raise InputError(f"table name must look like 'layer.name', got {table!r}")
         return str((self.delta_dir / layer / name).resolve())
 
+    def scratch(self, name: str) -> str:
+        """A folder for a job's intermediate files (not a table), beside the tables."""
+        return str((self.delta_dir / "_scratch" / name).resolve())
+
 
 @dataclass(frozen=True)
 class IngestSettings:

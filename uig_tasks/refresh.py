@@ -29,12 +29,15 @@ from uig_tasks.locking import writer_lock
 from uig_common.errors import UigError
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
     from spark_jobs.refresh_job import HistoryState, RefreshProgress
 
 log = logging.getLogger(__name__)
 
+#: Dirty users scored at once: their histories and edges are what the driver holds (about 30 edges
+#: a user); a refresh of more users stages each chunk's edges and still makes one edge commit.
+SCORE_CHUNK_USERS = 25_000
 
 
 class RefreshError(UigError, RuntimeError):
@@ -113,25 +116,49 @@ class Refresher:
             log.info("refresh: no user has new behaviour since batch %s; nothing written", after or 0)
             return {**result, "mode": "noop", "seconds": round(time.perf_counter() - t0, 3)}
         log.info("refresh: %d dirty users (%s), model uig-gcn v%s", n_dirty, result["mode"], version)
-        histories = refresh_job.read_histories(spark, config.lake, dirty_keys)
         topics, titles = self._catalog_inputs()
-        steps["read dirty users"] = time.perf_counter() - t0 - sum(steps.values())
-        users = user_histories(histories, as_of)
+        communities = with_communities(topics, scorer.communities)
         previous = None if mark is None else mark.as_of.timestamp()
-        users = with_update_policy(users, scorer, policy, previous, as_of.timestamp())
-        result["actions"] = dict(Counter(u.update_action for u in users))
-        edges = interest_edges(scorer, users, with_communities(topics, scorer.communities), titles)
+        actions: Counter[str] = Counter()
+        n_edges, read_seconds = 0, time.perf_counter() - t0 - sum(steps.values())
+
+        def edge_rows(user_keys: list[str]) -> "DataFrame":
+            """The new edge rows of some dirty users: their histories, the policy's decision, the edges."""
+            nonlocal n_edges, read_seconds
+            started = time.perf_counter()
+            histories = refresh_job.read_histories(spark, config.lake, user_keys)
+            read_seconds += time.perf_counter() - started
+            users = with_update_policy(user_histories(histories, as_of), scorer, policy, previous, as_of.timestamp())
+            actions.update(u.update_action for u in users)
+            edges = interest_edges(scorer, users, communities, titles)
+            n_edges += len(edges)
+            return refresh_job.edge_rows(spark, edges, as_of=as_of, model_version=str(version),
+                                         policy_version=policy_version)
+
+        # Scored a chunk of users at a time, so the driver never holds every user's edges at once.
+        chunks = [dirty_keys[i:i + SCORE_CHUNK_USERS] for i in range(0, n_dirty, SCORE_CHUNK_USERS)]
+        if len(chunks) == 1:
+            new_edges = edge_rows(chunks[0])
+        else:
+            log.info("refresh: scoring %d users in %d chunks of up to %d", n_dirty, len(chunks), SCORE_CHUNK_USERS)
+            new_edges = refresh_job.stage_edges(spark, config.lake, map(edge_rows, chunks))
+        result["actions"] = dict(actions)
+        steps["read dirty users"] = read_seconds
         steps["decide and score"] = time.perf_counter() - t0 - sum(steps.values())
-        if full:  # the model's communities become the community nodes of the graph
-            refresh_job.write_communities(spark, config.lake, scorer.communities, str(version))
-        mark, self._history = refresh_job.write_edges(
-            spark, config.lake, edges, dirty_keys, as_of=as_of, model_version=str(version),
-            policy_version=policy_version, upto_batch_seq=progress.aggregated_batch_seq, models_marker=marker,
-            known_history=self._history, rewrite_all=full)
+        try:
+            if full:  # the model's communities become the community nodes of the graph
+                refresh_job.write_communities(spark, config.lake, scorer.communities, str(version))
+            mark, self._history = refresh_job.write_edges(
+                spark, config.lake, new_edges, dirty_keys, as_of=as_of,
+                upto_batch_seq=progress.aggregated_batch_seq, models_marker=marker,
+                known_history=self._history, rewrite_all=full)
+        finally:
+            if len(chunks) > 1:
+                refresh_job.drop_staged_edges(config.lake)
         self._progress = replace(progress, refreshed=mark, edges_table_version=mark.edges_version)
         steps["write"] = time.perf_counter() - t0 - sum(steps.values())
 
-        result.update(dirty_users=n_dirty, edges_written=len(edges), seconds=round(time.perf_counter() - t0, 3),
+        result.update(dirty_users=n_dirty, edges_written=n_edges, seconds=round(time.perf_counter() - t0, 3),
                       seconds_by_step={name: round(v, 3) for name, v in steps.items()})
         log.info("refresh done: %s", result)
         return result

@@ -19,6 +19,7 @@ from uig_common import names as C
 from spark_jobs import io, refresh_job
 from tests.conftest import TRAIN_UNTIL
 from uig_tasks.cli import main
+from uig_tasks import refresh as refresh_module
 from uig_tasks.config import UigConfig
 from uig_tasks.movielens import event_file, prepare
 from uig_tasks.pipeline import run_aggregate, run_ingest
@@ -117,7 +118,7 @@ def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed) -
     assert refreshed["refresher"]._history == refresh_job.history_state(spark, config.lake)
 
 
-def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refreshed, tmp_path) -> None:
+def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refreshed, tmp_path, monkeypatch) -> None:
     config = refreshed["config"]
     version = io.table_version(spark, config.lake, C.GOLD_INTEREST_EDGES)
     again = run_refresh(config, end_of(refreshed["day"]))
@@ -127,9 +128,13 @@ def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refresh
     copy_root = tmp_path / "full"
     shutil.copytree(config.data_root, copy_root)
     full_config = UigConfig.from_env(data_root=copy_root, user_salt="test-salt")
+    # scored a few users at a time, staged, and written in one commit (what a large graph's full refresh does)
+    monkeypatch.setattr(refresh_module, "SCORE_CHUNK_USERS", 40)
     full = run_refresh(full_config, end_of(refreshed["day"]), full=True)
-    assert full["mode"] == "full"
+    assert full["mode"] == "full" and full["dirty_users"] > 2 * 40
     assert edges(spark, full_config, active_only=True) == edges(spark, config, active_only=True)
+    assert full["edges_written"] == len(edges(spark, full_config, active_only=True))
+    assert not Path(full_config.lake.scratch(refresh_job.STAGED_EDGES)).exists()  # the staged rows are gone
 
 
 @pytest.mark.parametrize("rewrite_all", [False, True], ids=["replace-users", "rewrite-table"])
