@@ -223,6 +223,7 @@ def stage_edges(spark: "SparkSession", lake: Lake, chunks: Iterable["DataFrame"]
 
 
 def drop_staged_edges(lake: Lake) -> None:
+    """Remove what :func:`stage_edges` wrote, once the edge commit no longer needs it."""
     shutil.rmtree(lake.scratch(STAGED_EDGES), ignore_errors=True)
 
 

@@ -137,7 +137,8 @@ class Refresher:
 
         # Scored a chunk of users at a time, so the driver never holds every user's edges at once.
         chunks = [dirty_keys[i:i + SCORE_CHUNK_USERS] for i in range(0, n_dirty, SCORE_CHUNK_USERS)]
-        if len(chunks) == 1:
+        staged = len(chunks) > 1
+        if not staged:
             new_edges = edge_rows(chunks[0])
         else:
             log.info("refresh: scoring %d users in %d chunks of up to %d", n_dirty, len(chunks), SCORE_CHUNK_USERS)
@@ -153,7 +154,7 @@ class Refresher:
                 upto_batch_seq=progress.aggregated_batch_seq, models_marker=marker,
                 known_history=self._history, rewrite_all=full)
         finally:
-            if len(chunks) > 1:
+            if staged:
                 refresh_job.drop_staged_edges(config.lake)
         self._progress = replace(progress, refreshed=mark, edges_table_version=mark.edges_version)
         steps["write"] = time.perf_counter() - t0 - sum(steps.values())
