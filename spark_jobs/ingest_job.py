@@ -31,10 +31,12 @@ from spark_jobs.transforms.lines import split_lines
 from spark_jobs.transforms.catalog import items_from_landing, users_from_landing
 from spark_jobs.transforms.ingest import (
     bronze_rows,
+    clean_rows,
+    duplicate_rows,
     flag_unknown_items,
+    mark_duplicates,
     parse_events,
     quarantine_rows,
-    split_duplicates,
     to_silver_events,
 )
 
@@ -196,12 +198,15 @@ def _write_batch_row(spark: SparkSession, lake: Lake, row: dict[str, object]) ->
 
 def _upsert_changed(spark: SparkSession, lake: Lake, table: str, rows: DataFrame, key: str, note: str) -> int:
     """MERGE only rows whose content hash differs from what is stored (the commit noted ``note``);
-    returns how many."""
+    returns how many. Into an empty table (the first ingest) the rows are appended: the same rows
+    in one commit, without a MERGE's scan and join."""
     stored = io.read_table(spark, lake, table).select(key, C.CONTENT_HASH)
     changed = rows.join(stored, [key, C.CONTENT_HASH], "left_anti").persist()
     n = changed.count()
-    if n:
+    if n and io.has_rows(spark, lake, table, F.lit(True)):
         io.merge_upsert(spark, lake, table, changed, [key], commit_note=note)
+    elif n:
+        io.append(spark, lake, table, changed, commit_note=note)
     changed.unpersist()
     return n
 
@@ -257,6 +262,19 @@ def _resume_batch(spark: SparkSession, lake: Lake, settings: IngestSettings, bat
     return _run_batch(spark, lake, settings, batch, resumed=True, bronze_done=bool(has_bronze))
 
 
+#: Landing bytes one bronze task reads (and so about one bronze file's worth of lines).
+BRONZE_TASK_BYTES = 64 * 2**20
+
+
+def _bronze_tasks(spark: SparkSession, segments: list[dict]) -> int:
+    """How many tasks read a batch's segments into bronze: enough to keep every core busy, more
+    only for batches over ``BRONZE_TASK_BYTES`` a core; each task writes one bronze file, so a
+    batch of many small landing files does not become as many small files."""
+    total = sum(int(s["end_byte"]) - int(s["start_byte"]) for s in segments)
+    cores = spark.sparkContext.defaultParallelism
+    return max(1, min(len(segments), max(cores, total // BRONZE_TASK_BYTES + 1)))
+
+
 def _run_batch(
     spark: SparkSession, lake: Lake, settings: IngestSettings, batch: dict, resumed: bool, bronze_done: bool = False
 ) -> BatchResult:
@@ -268,10 +286,10 @@ def _run_batch(
     landing = str(settings.landing_dir.resolve())
     log.info("batch %s (seq %d): %d files", batch_id, seq, len(files))
 
-    # 1. bronze: every line as received (files read on the executors, one segment per task).
+    # 1. bronze: every line as received (files read on the executors, segments spread over _bronze_tasks).
     if not bronze_done:
         segments = [s.as_dict() for s in _segments_of(batch)]
-        plan = spark.createDataFrame(segments, SEGMENT).repartition(max(1, min(len(segments), 64)))
+        plan = spark.createDataFrame(segments, SEGMENT).repartition(_bronze_tasks(spark, segments))
         io.overwrite(spark, lake, C.BRONZE_EVENTS_RAW,
                      bronze_rows(plan, batch_id, logical_time, landing, settings.max_line_bytes), where_batch)
     crash_point("after_bronze")
@@ -286,31 +304,35 @@ def _run_batch(
         future_tolerance_seconds=settings.future_tolerance_seconds,
     )
     flagged = flag_unknown_items(parsed, io.read_table(spark, lake, C.SILVER_ITEMS)).persist()
+    marked: DataFrame | None = None  # the valid rows marked for de-duplication, made once for both writes
     try:
         io.overwrite(spark, lake, C.SILVER_QUARANTINE, quarantine_rows(flagged, logical_time), where_batch)
         crash_point("after_quarantine")
 
         # 3. de-duplicate against this batch and every earlier one, then insert.
         valid = flagged.where(F.col(C.REASON).isNull())
-        clean, duplicates = split_duplicates(valid, io.read_table(spark, lake, C.SILVER_EVENTS), batch_id)
+        marked = mark_duplicates(valid, io.read_table(spark, lake, C.SILVER_EVENTS), batch_id).persist()
         io.overwrite(
             spark,
             lake,
             C.SILVER_DUPLICATES,
-            duplicates.withColumn(C.INGESTED_AT, F.lit(logical_time).cast("timestamp")),
+            duplicate_rows(marked, batch_id).withColumn(C.INGESTED_AT, F.lit(logical_time).cast("timestamp")),
             where_batch,
         )
         crash_point("after_duplicates")
         silver = to_silver_events(
-            clean, batch_seq=seq, ingested_at=logical_time, watermark_before=batch.get(C.MAX_EVENT_TS + "_before")
+            clean_rows(marked, batch_id), batch_seq=seq, ingested_at=logical_time,
+            watermark_before=batch.get(C.MAX_EVENT_TS + "_before"),
         )
         if io.has_rows(spark, lake, C.SILVER_EVENTS, in_batch):  # a retry: the rows stored stay (first write wins)
             io.merge_upsert(spark, lake, C.SILVER_EVENTS, silver, [C.EVENT_ID], insert_only=True)
-        else:  # no row of this batch is stored, and split_duplicates left out every id an earlier one stored:
+        else:  # no row of this batch is stored, and clean_rows left out every id an earlier one stored:
             io.append(spark, lake, C.SILVER_EVENTS, silver)  # the same insert without joining the whole table
         crash_point("after_silver")
     finally:
         flagged.unpersist()
+        if marked is not None:
+            marked.unpersist()
 
     # 4. account for every line, from what the tables now hold.
     n_raw = io.read_table(spark, lake, C.BRONZE_EVENTS_RAW).where(in_batch).count()

@@ -260,8 +260,15 @@ def append(spark: "SparkSession", lake: Lake, table: str, df: "DataFrame", *, co
 
 def _writer(df: "DataFrame", table: str, mode: str, commit_note: str | None = None):
     """A Delta writer of ``df``'s contract columns for ``table``, partitioned as the table is,
-    its commit noted ``commit_note``."""
-    writer = df.select(*TABLE_SCHEMAS[table].fieldNames()).write.format("delta").mode(mode)
+    its commit noted ``commit_note``.
+
+    Rows of a partitioned table are first gathered by partition value, so a commit writes one
+    file per partition it touches, not one per partition and task (MovieLens' 215 days written by
+    4 tasks made 847 small files of silver.events, and every later read paid for them)."""
+    rows = df.select(*TABLE_SCHEMAS[table].fieldNames())
+    if table in TABLE_PARTITIONS:
+        rows = rows.repartition(*TABLE_PARTITIONS[table])
+    writer = rows.write.format("delta").mode(mode)
     if commit_note is not None:
         writer = writer.option("userMetadata", commit_note)
     if table in TABLE_PARTITIONS:

@@ -140,13 +140,17 @@ def _entity_name(topic_type: Column, carriers: Column) -> Column:
 
 
 def user_topic_affinity(user_items: DataFrame, topics: DataFrame) -> DataFrame:
-    """Sum of a user's decayed item weights over the items that carry each topic."""
+    """Sum of a user's decayed item weights over the items that carry each topic.
+
+    ``n_items`` counts rows, not distinct items: ``user_items`` has one row per (user, item) and
+    ``topics`` one per (item, topic, type), as their tables promise, so each row of a group is
+    another item (a distinct count would cost an extra aggregation, about half this function's time)."""
     joined = user_items.select(C.USER_KEY, C.ITEM_ID, F.col(C.WEIGHT).alias("w"), C.LAST_TS, C.AS_OF).join(
         topics, C.ITEM_ID
     )
     return joined.groupBy(C.USER_KEY, C.TOPIC_ID, C.TOPIC_TYPE).agg(
         F.sum(F.col("w") * F.col(C.WEIGHT)).alias(C.WEIGHT),
-        F.countDistinct(C.ITEM_ID).alias(C.N_ITEMS),
+        F.count("*").alias(C.N_ITEMS),
         F.max(C.LAST_TS).alias(C.LAST_TS),
         F.max(C.AS_OF).alias(C.AS_OF),
     )

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Iterator
 
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from uig_common import names as C
@@ -142,13 +142,21 @@ def quarantine_rows(parsed: DataFrame, ingested_at: datetime) -> DataFrame:
 
 
 def split_duplicates(valid: DataFrame, existing_events: DataFrame, batch_id: str) -> tuple[DataFrame, DataFrame]:
-    """Split valid rows into (clean, duplicates) by ``event_id``.
+    """Split valid rows into (clean, duplicates) by ``event_id``: :func:`mark_duplicates`, then
+    :func:`clean_rows` and :func:`duplicate_rows` of the marked rows (a job that writes both
+    persists the marked rows in between, so the ranking and the join run once)."""
+    marked = mark_duplicates(valid, existing_events, batch_id)
+    return clean_rows(marked, batch_id), duplicate_rows(marked, batch_id)
+
+
+def mark_duplicates(valid: DataFrame, existing_events: DataFrame, batch_id: str) -> DataFrame:
+    """Valid rows with what de-duplication needs: each row's rank among its ``event_id``'s
+    occurrences in this batch, and the batch and content hash of a stored row with that id.
 
     Which occurrence wins never depends on file names: an ``event_id`` already stored by an
     earlier batch keeps that event (the earliest ingested wins); inside one batch the occurrence
     with the earliest ``ts`` wins, ties broken by content hash. Rows already stored by *this*
     batch (a retry after a crash) stay clean, so a retried batch counts the same as the first try.
-    Each duplicate carries both content hashes and ``conflict`` = they differ (a reused id).
     """
     order = Window.partitionBy(C.EVENT_ID).orderBy(C.TS, C.CONTENT_HASH, C.SOURCE_FILE, C.LINE_NO)
     ranked = valid.withColumn("_rank", F.row_number().over(order)).withColumn(
@@ -157,18 +165,30 @@ def split_duplicates(valid: DataFrame, existing_events: DataFrame, batch_id: str
     existing = existing_events.select(
         C.EVENT_ID, F.col(C.BATCH_ID).alias("_stored_by"), F.col(C.CONTENT_HASH).alias("_stored_hash")
     )
-    joined = ranked.join(existing, C.EVENT_ID, "left")
-    earlier = F.col("_stored_by").isNotNull() & (F.col("_stored_by") != F.lit(batch_id))
-    clean = joined.where(~earlier & (F.col("_rank") == 1)).drop("_rank", "_batch_first_hash", "_stored_by", "_stored_hash")
+    return ranked.join(existing, C.EVENT_ID, "left")
+
+
+def _stored_earlier(batch_id: str) -> Column:
+    """The row's ``event_id`` was stored by another (earlier) batch."""
+    return F.col("_stored_by").isNotNull() & (F.col("_stored_by") != F.lit(batch_id))
+
+
+def clean_rows(marked: DataFrame, batch_id: str) -> DataFrame:
+    """The first occurrence of each ``event_id`` no earlier batch stored (:func:`mark_duplicates`)."""
+    return marked.where(~_stored_earlier(batch_id) & (F.col("_rank") == 1)).drop("_rank", "_batch_first_hash", "_stored_by", "_stored_hash")
+
+
+def duplicate_rows(marked: DataFrame, batch_id: str) -> DataFrame:
+    """Every other occurrence, with both content hashes and ``conflict`` = they differ (a reused id)."""
+    earlier = _stored_earlier(batch_id)
     kept_hash = F.when(earlier, F.col("_stored_hash")).otherwise(F.col("_batch_first_hash"))
-    duplicates = joined.where(earlier | (F.col("_rank") > 1)).select(
+    return marked.where(earlier | (F.col("_rank") > 1)).select(
         C.BATCH_ID, C.SOURCE_FILE, C.LINE_NO, C.EVENT_ID,
         F.when(earlier, F.col("_stored_by")).otherwise(F.lit(batch_id)).alias(C.DUPLICATE_OF_BATCH),
         C.CONTENT_HASH,
         kept_hash.alias(C.KEPT_CONTENT_HASH),
         (F.col(C.CONTENT_HASH) != kept_hash).alias(C.CONFLICT),
     )
-    return clean, duplicates
 
 
 def to_silver_events(
