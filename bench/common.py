@@ -84,6 +84,13 @@ def write_section(name: str, markdown: str) -> None:
     RESULTS.write_text(text)
 
 
+def read_section(name: str) -> str | None:
+    """The text of section ``name`` as :func:`write_section` last wrote it (None if there is none)."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    found = re.search(re.escape(f"<!-- {name}:start -->") + r"\n(.*?)\n" + re.escape(f"<!-- {name}:end -->"), text, re.S)
+    return None if found is None else found.group(1)
+
+
 def stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -29,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, measured, stamp, write_section  # noqa: E402
+from bench.common import machine, measured, read_section, stamp, write_section  # noqa: E402
 from models.baselines import BPRMF, LightGCNBaseline  # noqa: E402
 from models.evaluation import Interactions  # noqa: E402
 from models.graph import InterestGraph  # noqa: E402
@@ -159,7 +160,21 @@ def rows(timings: list[Timing], device: str) -> list[str]:
     return out
 
 
-def markdown(results: list[dict[str, object]], command: str) -> str:
+def kept_gpu_rows() -> tuple[str, list[str], list[str]]:
+    """(when, machine lines, table rows) of the GPU results in the section as it stands, so a
+    CPU-only rerun (no GPU lent) keeps them, dated, instead of dropping them."""
+    section = read_section("gcn-epoch") or ""
+    when = re.search(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC)", section, re.M)
+    lines = section.splitlines()
+    machines = [line for line in lines if line.startswith("- cuda")]
+    table = [line for line in lines if line.startswith("| cuda")]
+    if when is None or not table:
+        raise SystemExit("--keep-gpu-rows: the gcn-epoch section of bench/RESULTS.md has no GPU rows to keep")
+    return when.group(1), machines, table
+
+
+def markdown(results: list[dict[str, object]], command: str,
+             kept: tuple[str, list[str], list[str]] | None = None) -> str:
     lines = [
         "## Seconds per training epoch (`bench/gcn_epoch.py`)",
         "",
@@ -180,10 +195,14 @@ def markdown(results: list[dict[str, object]], command: str) -> str:
     for result in results:
         lines += [f"- {result['device']}: {result['machine']}, torch {result['torch']}, "
                   f"{result['threads']} torch thread(s), {result['rounds']} rounds × {result['epochs']} epochs"]
+    if kept is not None:
+        lines += [f"{line} (kept from the run of {kept[0]}; not rerun)" for line in kept[1]]
     lines += ["", "| device | model | s/epoch (median) | vs reference | rounds | peak RSS MB | GPU peak MB |",
               "|---|---|---|---|---|---|---|"]
     for result in results:
         lines += rows([Timing(**t) for t in result["timings"]], str(result["device"]))  # type: ignore[arg-type]
+    if kept is not None:
+        lines += kept[2]
     lines += ["", *PROFILE]
     return "\n".join(lines)
 
@@ -215,9 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; s/epoch is the median over them")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--gpu-json", type=Path, help="results of a --device cuda run (its --json) to add to the table")
+    parser.add_argument("--keep-gpu-rows", action="store_true",
+                        help="keep the GPU rows (and their date) of the section now in RESULTS.md")
     parser.add_argument("--cache", type=Path, help="load (or save) the prepared train window and graph here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
+    if args.keep_gpu_rows and args.gpu_json is not None:
+        parser.error("--keep-gpu-rows and --gpu-json both give GPU rows: pick one")
+    kept = kept_gpu_rows() if args.keep_gpu_rows else None  # read before the long run: fail fast
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     train, graph = load_inputs(args.cache)
@@ -232,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(result, indent=1))
     results = [result] + ([json.loads(args.gpu_json.read_text())] if args.gpu_json is not None else [])
     command = "python -m bench.gcn_epoch " + " ".join(sys.argv[1:] if argv is None else argv)
-    md = markdown(results, command.strip())
+    md = markdown(results, command.strip(), kept)
     print(md)
     if not args.no_write:
         write_section("gcn-epoch", md)
