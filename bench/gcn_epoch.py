@@ -160,17 +160,27 @@ def rows(timings: list[Timing], device: str) -> list[str]:
     return out
 
 
+#: What a kept GPU machine line ends with; ``{}`` is the date of the run that measured it.
+KEPT_NOTE = " (kept from the run of {}; not rerun)"
+
+
 def kept_gpu_rows() -> tuple[str, list[str], list[str]]:
     """(when, machine lines, table rows) of the GPU results in the section as it stands, so a
     CPU-only rerun (no GPU lent) keeps them, dated, instead of dropping them."""
     section = read_section("gcn-epoch") or ""
-    when = re.search(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC)", section, re.M)
     lines = section.splitlines()
     machines = [line for line in lines if line.startswith("- cuda")]
     table = [line for line in lines if line.startswith("| cuda")]
+    kept_before = [re.search(re.escape(KEPT_NOTE).replace(r"\{\}", "(.+?)") + "$", line) for line in machines]
+    if kept_before and kept_before[0]:  # kept once already: the date is the GPU run's, not the section's
+        when = kept_before[0].group(1)
+        machines = [line[: m.start()] if m else line for line, m in zip(machines, kept_before)]
+    else:
+        stamped = re.search(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC)", section, re.M)
+        when = stamped.group(1) if stamped else None
     if when is None or not table:
         raise SystemExit("--keep-gpu-rows: the gcn-epoch section of bench/RESULTS.md has no GPU rows to keep")
-    return when.group(1), machines, table
+    return when, machines, table
 
 
 def markdown(results: list[dict[str, object]], command: str,
@@ -196,7 +206,7 @@ def markdown(results: list[dict[str, object]], command: str,
         lines += [f"- {result['device']}: {result['machine']}, torch {result['torch']}, "
                   f"{result['threads']} torch thread(s), {result['rounds']} rounds × {result['epochs']} epochs"]
     if kept is not None:
-        lines += [f"{line} (kept from the run of {kept[0]}; not rerun)" for line in kept[1]]
+        lines += [line + KEPT_NOTE.format(kept[0]) for line in kept[1]]
     lines += ["", "| device | model | s/epoch (median) | vs reference | rounds | peak RSS MB | GPU peak MB |",
               "|---|---|---|---|---|---|---|"]
     for result in results:
@@ -239,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, help="load (or save) the prepared train window and graph here")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
-    if args.keep_gpu_rows and args.gpu_json is not None:
-        parser.error("--keep-gpu-rows and --gpu-json both give GPU rows: pick one")
+    if args.keep_gpu_rows and (args.gpu_json is not None or args.device == "cuda"):
+        parser.error("--keep-gpu-rows is for a CPU run without --gpu-json: the GPU rows would come twice")
     kept = kept_gpu_rows() if args.keep_gpu_rows else None  # read before the long run: fail fast
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -199,7 +199,8 @@ def _write_batch_row(spark: SparkSession, lake: Lake, row: dict[str, object]) ->
 def _upsert_changed(spark: SparkSession, lake: Lake, table: str, rows: DataFrame, key: str, note: str) -> int:
     """MERGE only rows whose content hash differs from what is stored (the commit noted ``note``);
     returns how many. Into an empty table (the first ingest) the rows are appended: the same rows
-    in one commit, without a MERGE's scan and join."""
+    in one commit, without a MERGE's scan and join. (Two appends never conflict in Delta where two
+    MERGEs would; the data root's writer lock is what keeps a second first ingest out.)"""
     stored = io.read_table(spark, lake, table).select(key, C.CONTENT_HASH)
     changed = rows.join(stored, [key, C.CONTENT_HASH], "left_anti").persist()
     n = changed.count()
@@ -267,12 +268,12 @@ BRONZE_TASK_BYTES = 64 * 2**20
 
 
 def _bronze_tasks(spark: SparkSession, segments: list[dict]) -> int:
-    """How many tasks read a batch's segments into bronze: enough to keep every core busy, more
-    only for batches over ``BRONZE_TASK_BYTES`` a core; each task writes one bronze file, so a
-    batch of many small landing files does not become as many small files."""
+    """How many tasks read a batch's segments into bronze: Spark's default parallelism (the
+    configured shuffle partitions), more only past ``BRONZE_TASK_BYTES`` a task; each task writes
+    one bronze file, so a batch of many small landing files does not become as many small files."""
     total = sum(int(s["end_byte"]) - int(s["start_byte"]) for s in segments)
-    cores = spark.sparkContext.defaultParallelism
-    return max(1, min(len(segments), max(cores, total // BRONZE_TASK_BYTES + 1)))
+    parallelism = spark.sparkContext.defaultParallelism
+    return max(1, min(len(segments), max(parallelism, total // BRONZE_TASK_BYTES + 1)))
 
 
 def _run_batch(

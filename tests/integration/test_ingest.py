@@ -104,10 +104,10 @@ def test_rerun_changes_nothing_and_new_days_are_incremental(spark, config):
     prepare(config.landing_dir, until=SECOND_DAY)
     first = run_ingest(config, BATCH_TIME)
     assert first["n_files"] == 2 and first["n_clean"] == 915 + 825
-    # one silver file per event day the batch wrote, one bronze file per landing file (not per core)
+    # one silver file per event day the batch wrote; no more bronze files than landing files
     silver_files = io.read_table(spark, config.lake, C.SILVER_EVENTS).select(C.EVENT_DATE, "_metadata.file_path").distinct()
     assert sorted(r["count"] for r in silver_files.groupBy(C.EVENT_DATE).count().collect()) == [1, 1]
-    assert io.read_table(spark, config.lake, C.BRONZE_EVENTS_RAW).select("_metadata.file_path").distinct().count() == 2
+    assert io.read_table(spark, config.lake, C.BRONZE_EVENTS_RAW).select("_metadata.file_path").distinct().count() <= 2
     before, before_versions = snapshot(spark, config), versions(spark, config)
 
     again = run_ingest(config, BATCH_TIME)
