@@ -72,9 +72,14 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
+def _markers(name: str) -> tuple[str, str]:
+    """The comment lines that open and close section ``name`` of RESULTS.md."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
 def write_section(name: str, markdown: str) -> None:
     """Replace (or append) the section between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    start, end = _markers(name)
     block = f"{start}\n{markdown.rstrip()}\n{end}"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the scripts in `bench/`; do not edit sections by hand.\n"
     if start in text:
@@ -86,8 +91,9 @@ def write_section(name: str, markdown: str) -> None:
 
 def read_section(name: str) -> str | None:
     """The text of section ``name`` as :func:`write_section` last wrote it (None if there is none)."""
+    start, end = _markers(name)
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    found = re.search(re.escape(f"<!-- {name}:start -->") + r"\n(.*?)\n" + re.escape(f"<!-- {name}:end -->"), text, re.S)
+    found = re.search(re.escape(start) + r"\n(.*?)\n" + re.escape(end), text, re.S)
     return None if found is None else found.group(1)
 
 

@@ -175,7 +175,8 @@ def _stored_earlier(batch_id: str) -> Column:
 
 def clean_rows(marked: DataFrame, batch_id: str) -> DataFrame:
     """The first occurrence of each ``event_id`` no earlier batch stored (:func:`mark_duplicates`)."""
-    return marked.where(~_stored_earlier(batch_id) & (F.col("_rank") == 1)).drop("_rank", "_batch_first_hash", "_stored_by", "_stored_hash")
+    first_unstored = ~_stored_earlier(batch_id) & (F.col("_rank") == 1)
+    return marked.where(first_unstored).drop("_rank", "_batch_first_hash", "_stored_by", "_stored_hash")
 
 
 def duplicate_rows(marked: DataFrame, batch_id: str) -> DataFrame:
