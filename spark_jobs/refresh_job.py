@@ -112,13 +112,15 @@ def history_state(spark: "SparkSession", lake: Lake, known: HistoryState | None 
 
 
 def read_progress(spark: "SparkSession", lake: Lake, known: RefreshProgress | None = None) -> RefreshProgress:
-    """The aggregate's watermark and the last refresh's mark; what ``known`` read of either is
-    reused while its table is still at the version it was read at (a warm refresher asks often)."""
+    """The aggregate's watermark (from its commit's note, :func:`io.noted_watermark`, where it has
+    one) and the last refresh's mark; what ``known`` read of either is reused while its table is
+    still at the version it was read at (a warm refresher asks often)."""
     watermarks = io.table_version(spark, lake, C.OPS_WATERMARKS)
     if known is not None and known.watermarks_version == watermarks:
         aggregated_as_of, aggregated_batch_seq = known.aggregated_as_of, known.aggregated_batch_seq
     else:
-        aggregated = io.read_watermarks(spark, lake).get(C.PIPELINE_AGGREGATE) or {}
+        aggregated = (io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE)
+                      or io.read_watermarks(spark, lake).get(C.PIPELINE_AGGREGATE) or {})
         as_of = aggregated.get(C.AS_OF)
         aggregated_as_of = None if as_of is None else as_of.replace(tzinfo=timezone.utc)  # type: ignore[union-attr]
         aggregated_batch_seq = int(aggregated.get(C.LAST_BATCH_SEQ) or 0)  # type: ignore[arg-type]
@@ -260,6 +262,15 @@ def write_edges(
     return mark, history
 
 
+def warm_edges(spark: "SparkSession", lake: Lake) -> None:
+    """Bring ``gold.interest_edges``' latest Delta state (its file list and their statistics) into
+    this process's memory: the state reconstruction the next :func:`replace_user_edges` would
+    otherwise begin with (a few Spark jobs: 0.8 of the 1.8 s a one-user edge commit took here).
+    A query for a user key no user has (keys are digests, never empty) reads the state and skips
+    every file."""
+    io.read_table(spark, lake, C.GOLD_INTEREST_EDGES).where(F.col(C.USER_KEY) == "").count()
+
+
 def replace_user_edges(
     spark: "SparkSession", lake: Lake, new_edges: "DataFrame", user_keys: Sequence[str], as_of: datetime,
     *, commit_note: str | None = None, rewrite_all: bool = False,
@@ -278,7 +289,11 @@ def replace_user_edges(
     refreshed = edges_after_refresh(of_users(spark, current, user_keys), new_edges, stamp)
     if rewrite_all or len(user_keys) > MAX_LISTED_USERS:
         others = current.join(user_frame(spark, user_keys), C.USER_KEY, "left_anti")
-        io.overwrite(spark, lake, table, refreshed.unionByName(others), commit_note=commit_note)
+        # each file holds one range of user keys, so a later replace of a few users' rows finds
+        # them in a few files by their statistics and marks rows there only (1,500,000 edges: a
+        # one-user replace took 1.7 s on files of mixed keys, 0.95 s on ranges)
+        rows = refreshed.unionByName(others).repartitionByRange(C.USER_KEY)
+        io.overwrite(spark, lake, table, rows, commit_note=commit_note)
     else:
         io.replace_groups(spark, lake, table, refreshed, C.USER_KEY, list(user_keys), commit_note=commit_note)
 

@@ -120,7 +120,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     from uig_tasks.refresh import Refresher, run_refresh
 
     if args.watch is not None:
-        return _watch_refresh(args, Refresher(_config(args)))
+        return _watch_refresh(args, Refresher(_config(args), keep_warm=True))
     as_of = parse_time(args.as_of, end_of_day=True) if args.as_of else None
     result = run_refresh(_config(args), as_of, full=args.full)
     _emit(args, result, lambda: print(_refresh_line(result)))
@@ -148,6 +148,8 @@ def _watch_refresh(args: argparse.Namespace, refresher) -> int:
             time.sleep(args.watch)
     except KeyboardInterrupt:
         print("uig refresh --watch: stopped", file=sys.stderr)
+    finally:
+        refresher.close()
     return 0
 
 

@@ -18,6 +18,7 @@ GCN. The Delta reads and writes are :mod:`spark_jobs.refresh_job`'s.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import replace
@@ -55,10 +56,17 @@ class Refresher:
     start: it keeps the Spark session, the ``@champion`` GCN and update policy (reloaded only when
     an alias moves) and the catalog's topics and titles (reread only when their Delta table has a
     new version). A long-lived worker (``uig refresh --watch``, a warm DAG worker, the streaming
-    path) pays the per-user cost alone. Each :meth:`refresh` holds the data root's writer lock."""
+    path) pays the per-user cost alone. Each :meth:`refresh` holds the data root's writer lock.
 
-    def __init__(self, config: UigConfig) -> None:
+    With ``keep_warm``, after each refresh that wrote edges it also reads the new edge table's
+    Delta state into memory in a background thread (:func:`spark_jobs.refresh_job.warm_edges`), so
+    that the next refresh's edge commit does not wait for it; the next refresh (or :meth:`close`)
+    waits for that thread first."""
+
+    def __init__(self, config: UigConfig, *, keep_warm: bool = False) -> None:
         self.config = config
+        self.keep_warm = keep_warm
+        self._warming: threading.Thread | None = None  # the background warm-up of the edge table, if one runs
         self._spark: SparkSession | None = None  # started under the first refresh's lock, once the data root is prepared
         self.model_loads = 0  # how often models were (re)loaded: what a warm refresher saves
         self._models: tuple[tuple[int, int | None], Any, Any] | None = None  # (versions, scorer, policy)
@@ -84,8 +92,31 @@ class Refresher:
         seconds}``; ``mode`` is ``full``, ``incremental`` or ``noop`` (nothing new: no table is
         written).
         """
+        self._wait_warm()
         with writer_lock(self.config, "refresh"):
-            return self._refresh(as_of, full)
+            result = self._refresh(as_of, full)
+        if self.keep_warm and result["mode"] != "noop":
+            self._warming = threading.Thread(target=self._warm_edges, name="uig-refresh-warm", daemon=True)
+            self._warming.start()
+        return result
+
+    def close(self) -> None:
+        """Wait for a background warm-up to end (call before stopping the Spark session)."""
+        self._wait_warm()
+
+    def _wait_warm(self) -> None:
+        if self._warming is not None:
+            self._warming.join()
+            self._warming = None
+
+    def _warm_edges(self) -> None:
+        """The background warm-up; a failure only costs the next refresh the time it would have saved."""
+        from spark_jobs import refresh_job
+
+        try:
+            refresh_job.warm_edges(self.spark, self.config.lake)
+        except Exception as exc:  # noqa: BLE001 - e.g. the session was stopped meanwhile
+            log.info("refresh: warming the edge table failed (%s); the next refresh reads its state itself", exc)
 
     def _refresh(self, as_of: datetime | None, full: bool) -> dict[str, Any]:
         from models.interests import interest_edges, user_histories, with_communities, with_update_policy

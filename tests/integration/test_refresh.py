@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def refreshed(spark, trainable_root: Path, tmp_path_factory: pytest.TempPathFact
     with pytest.raises(Exception, match="no @champion yet"):
         run_refresh(config, end_of(TRAIN_UNTIL))
     run_train(config, datetime(2026, 1, 1, tzinfo=timezone.utc), {"epochs": 2, "dim": 16, "seed": 0})
-    refresher = Refresher(config)  # one warm refresher for both refreshes, as a long-lived worker runs them
+    refresher = Refresher(config, keep_warm=True)  # one warm refresher for both refreshes, as a long-lived worker runs them
     first = refresher.refresh(end_of(TRAIN_UNTIL))
     before = edges(spark, config)
     rows_before = all_columns(spark, config)
@@ -130,11 +131,48 @@ def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refresh
     full_config = UigConfig.from_env(data_root=copy_root, user_salt="test-salt")
     # scored a few users at a time, staged, and written in one commit (what a large graph's full refresh does)
     monkeypatch.setattr(refresh_module, "SCORE_CHUNK_USERS", 40)
-    full = run_refresh(full_config, end_of(refreshed["day"]), full=True)
+    warmed: list[str] = []
+    real_warm = refresh_job.warm_edges
+
+    def warm_and_note(spark_, lake) -> None:  # the real warm-up, noting the thread it runs on
+        warmed.append(threading.current_thread().name)
+        real_warm(spark_, lake)
+
+    monkeypatch.setattr(refresh_job, "warm_edges", warm_and_note)
+    refresher = Refresher(full_config, keep_warm=True)
+    full = refresher.refresh(end_of(refreshed["day"]), full=True)
+    refresher.close()
+    assert warmed == ["uig-refresh-warm"]  # after the edge commit, in the background
+    assert refresher.refresh()["mode"] == "noop"
+    refresher.close()
+    assert warmed == ["uig-refresh-warm"]  # nothing written: nothing to warm
     assert full["mode"] == "full" and full["dirty_users"] > 2 * 40
     assert edges(spark, full_config, active_only=True) == edges(spark, config, active_only=True)
     assert full["edges_written"] == len(edges(spark, full_config, active_only=True))
     assert not Path(full_config.lake.scratch(refresh_job.STAGED_EDGES)).exists()  # the staged rows are gone
+
+
+def test_the_aggregate_watermark_is_read_from_its_commit_note_as_the_table_holds_it(spark, config) -> None:
+    lake = config.lake
+    assert io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE) is None  # nothing written yet
+    io.write_watermark(spark, lake, C.PIPELINE_AGGREGATE, last_batch_seq=3,
+                       as_of=datetime(2024, 1, 2, 23, 59, 59, 999999, tzinfo=timezone.utc),
+                       updated_at=datetime(2024, 1, 3, 1, tzinfo=timezone(timedelta(hours=2))))
+    io.write_watermark(spark, lake, C.PIPELINE_INGEST, last_batch_seq=5,  # a later commit, of another pipeline
+                       max_event_ts=datetime(2024, 1, 3, 8), updated_at=datetime(2024, 1, 3, 9, tzinfo=timezone.utc))
+    table = io.read_watermarks(spark, lake)
+    assert io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE) == table[C.PIPELINE_AGGREGATE]
+    assert io.noted_watermark(spark, lake, C.PIPELINE_INGEST) == table[C.PIPELINE_INGEST]
+    assert table[C.PIPELINE_AGGREGATE][C.UPDATED_AT] == datetime(2024, 1, 2, 23)  # naive UTC, as the table reads
+
+    progress = refresh_job.read_progress(spark, lake)
+    assert (progress.aggregated_batch_seq, progress.aggregated_as_of) == (
+        3, datetime(2024, 1, 2, 23, 59, 59, 999999, tzinfo=timezone.utc))
+    # a commit without a watermark note (a fix by hand) comes first: the table is read instead
+    spark.sql(f"UPDATE delta.`{lake.path(C.OPS_WATERMARKS)}` SET {C.LAST_BATCH_SEQ} = 4 "
+              f"WHERE {C.PIPELINE} = '{C.PIPELINE_AGGREGATE}'")
+    assert io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE) is None
+    assert refresh_job.read_progress(spark, lake, progress).aggregated_batch_seq == 4
 
 
 @pytest.mark.parametrize("rewrite_all", [False, True], ids=["replace-users", "rewrite-table"])
