@@ -190,6 +190,7 @@ def movielens_cases(repeats: int) -> tuple[list[Case], dict]:
     from uig_tasks.refresh import Refresher, run_refresh
 
     work = Path(tempfile.mkdtemp(prefix="uig-bench-refresh-"))
+    warm: Refresher | None = None
     try:
         config = UigConfig.from_env(data_root=work / "data", user_salt=SALT)
         print("[ml-100k] land, ingest, aggregate, encode, train (defaults)", flush=True)
@@ -208,9 +209,10 @@ def movielens_cases(repeats: int) -> tuple[list[Case], dict]:
         ways: list[Callable[[], dict]] = [lambda: cli_refresh(config), lambda: run_refresh(config), warm.refresh]
         step = 0
 
-        def touch(users: list[str]) -> tuple[str, datetime]:
+        def touch(rep: int, users: list[str]) -> tuple[str, datetime]:
+            """A landing tag and time for a touch of ``users``, later than every earlier touch."""
             nonlocal step
-            step += 1  # later than every earlier touch: new behaviour
+            step += 1
             return f"{rep}-{len(users)}-{step}", last + timedelta(minutes=step)
 
         for rep in range(repeats):
@@ -218,7 +220,7 @@ def movielens_cases(repeats: int) -> tuple[list[Case], dict]:
                 if case is cases[-1]:
                     # a warm worker is the only writer of the edges: the cases before wrote them too,
                     # so it first refreshes one touch of its own (not timed), as it would have
-                    tag, when = touch(raw_ids[:1])
+                    tag, when = touch(rep, raw_ids[:1])
                     land_touches(config, rated, raw_ids[:1], tag, when)
                     run_ingest(config, when)
                     run_aggregate(config, when)
@@ -226,8 +228,9 @@ def movielens_cases(repeats: int) -> tuple[list[Case], dict]:
                 for n in sizes:
                     if n > 10 and case is cases[0]:
                         continue  # the new process adds a fixed start-up cost: its small sizes show it
-                    tag, when = touch(raw_ids[:n])
+                    tag, when = touch(rep, raw_ids[:n])
                     touch_and_time(config, rated, raw_ids[:n], tag, when, way, case)
+            warm.close()  # its background warm-up of the last write must not run beside the no-op cases
             for case, way in zip(cases[1:], ways[1:]):
                 with measured() as m:
                     assert way()["mode"] == "noop"
@@ -236,6 +239,8 @@ def movielens_cases(repeats: int) -> tuple[list[Case], dict]:
         facts["floor"] = delta_floor(config)
         return cases, facts
     finally:
+        if warm is not None:
+            warm.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -244,6 +249,7 @@ def scale_cases(n_users: int, n_days: int) -> tuple[list[Case], dict]:
     from uig_tasks.synthetic import generate_drift
 
     work = Path(tempfile.mkdtemp(prefix="uig-bench-refresh-scale-"))
+    warm: Refresher | None = None
     try:
         config = UigConfig.from_env(data_root=work / "data", user_salt=SALT)
         print(f"[SYNTHETIC] drift simulator, {n_users:,} users over {n_days} days: land, ingest, aggregate, "
@@ -267,6 +273,8 @@ def scale_cases(n_users: int, n_days: int) -> tuple[list[Case], dict]:
             touch_and_time(config, rated, raw_ids[:n], f"scale-{n}", last + timedelta(minutes=step), warm.refresh, case)
         return [case], facts
     finally:
+        if warm is not None:
+            warm.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

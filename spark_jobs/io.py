@@ -225,11 +225,15 @@ def last_noted_commit(spark: "SparkSession", lake: Lake, table: str, depth: int 
         return (int(notes[0]["version"]), notes[0]["userMetadata"]) if notes else None
 
 
-def _commit_notes(spark: "SparkSession", path: str, depth: int) -> Iterator[tuple[int, str | None]]:
-    """``(version, note)`` of the Delta table at ``path``'s last ``depth`` commits, newest first
-    (``note`` None where a commit has none), read from the commit files in the JVM. Raises
-    Py4JError (or AttributeError) where that internal API is not there or a commit file is gone."""
-    log_, version = _delta_log(spark, path)
+def _commit_notes(
+    spark: "SparkSession", path: str, depth: int, newest: int | None = None
+) -> Iterator[tuple[int, str | None]]:
+    """``(version, note)`` of the Delta table at ``path``'s last ``depth`` commits up to version
+    ``newest`` (default: the latest), newest first (``note`` None where a commit has none), read
+    from the commit files in the JVM. Raises Py4JError (or AttributeError) where that internal API
+    is not there or a commit file is gone."""
+    log_, latest = _delta_log(spark, path)
+    version = latest if newest is None else min(int(newest), latest)
     jvm = spark._jvm
     conf, store = log_.newDeltaHadoopConf(), log_.store()
     for v in range(version, max(-1, version - depth), -1):
@@ -392,6 +396,11 @@ def read_watermarks(spark: "SparkSession", lake: Lake) -> dict[str, dict[str, ob
     return {r[C.PIPELINE]: r.asDict() for r in read_table(spark, lake, C.OPS_WATERMARKS).collect()}
 
 
+#: The key of a watermark commit's note: the row the commit wrote (:func:`noted_watermark`).
+WATERMARK_NOTE = "watermark"
+_WATERMARK_TIMES = (C.MAX_EVENT_TS, C.AS_OF, C.UPDATED_AT)  # the row's times, kept as ISO text in a note
+
+
 def write_watermark(
     spark: "SparkSession",
     lake: Lake,
@@ -416,10 +425,6 @@ def write_watermark(
                  local_source=True, commit_note=json.dumps({WATERMARK_NOTE: _note_row(row)}))
 
 
-#: The key of a watermark commit's note: the row the commit wrote (:func:`noted_watermark`).
-WATERMARK_NOTE = "watermark"
-
-
 def _note_row(row: dict[str, object]) -> dict[str, object]:
     """``row`` as JSON values, its times as the table reads them back: naive UTC, ISO 8601 (a naive
     time is UTC already: the process runs in UTC, :func:`get_spark`)."""
@@ -432,27 +437,31 @@ def _note_row(row: dict[str, object]) -> dict[str, object]:
     return {k: value(v) for k, v in row.items()}
 
 
-def noted_watermark(spark: "SparkSession", lake: Lake, pipeline: str, depth: int = 10) -> dict[str, object] | None:
+def noted_watermark(
+    spark: "SparkSession", lake: Lake, pipeline: str, depth: int = 10, *, version: int | None = None
+) -> dict[str, object] | None:
     """``pipeline``'s row of ``ops.watermarks`` (as :func:`read_watermarks` gives it), from the
-    note of the newest commit that wrote it: a few commit files read in the JVM instead of a Spark
-    job on the table (0.6-0.8 s, which a warm refresher paid on every run). None when a commit
-    without a watermark note comes first (a table written before notes, or by hand), no commit of
-    the last ``depth`` wrote the row, or that internal API is not there: then read the table."""
+    note of the newest commit that wrote it, up to Delta ``version`` (default: the latest): a few
+    commit files read in the JVM instead of a Spark job on the table (0.6-0.8 s, which a warm
+    refresher paid on every run). None when a commit without a watermark note comes first (a table
+    written before notes, or by hand), no commit of the last ``depth`` wrote the row, or that
+    internal API is not there: then read the table."""
     from py4j.protocol import Py4JError
 
+    from spark_jobs.schemas import OPS_WATERMARKS
+
     try:
-        for _, note in _commit_notes(spark, ensure_table(spark, lake, C.OPS_WATERMARKS), depth):
+        path = ensure_table(spark, lake, C.OPS_WATERMARKS)
+        for _, note in _commit_notes(spark, path, depth, newest=version):
             row = json.loads(note).get(WATERMARK_NOTE) if note else None
             if not isinstance(row, dict):
                 return None
-            if row.get(C.PIPELINE) == pipeline:
-                return {k: _note_time(v) if k in _WATERMARK_TIMES else v for k, v in row.items()}
+            if row.get(C.PIPELINE) == pipeline:  # a column added since the note was written reads as null
+                return {k: _note_time(row.get(k)) if k in _WATERMARK_TIMES else row.get(k)
+                        for k in OPS_WATERMARKS.fieldNames()}
     except (Py4JError, AttributeError, TypeError, ValueError):
         return None
     return None
-
-
-_WATERMARK_TIMES = (C.MAX_EVENT_TS, C.AS_OF, C.UPDATED_AT)  # the row's times, kept as ISO text in a note
 
 
 def _note_time(value: object) -> datetime | None:

@@ -119,7 +119,7 @@ def read_progress(spark: "SparkSession", lake: Lake, known: RefreshProgress | No
     if known is not None and known.watermarks_version == watermarks:
         aggregated_as_of, aggregated_batch_seq = known.aggregated_as_of, known.aggregated_batch_seq
     else:
-        aggregated = (io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE)
+        aggregated = (io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE, version=watermarks)
                       or io.read_watermarks(spark, lake).get(C.PIPELINE_AGGREGATE) or {})
         as_of = aggregated.get(C.AS_OF)
         aggregated_as_of = None if as_of is None else as_of.replace(tzinfo=timezone.utc)  # type: ignore[union-attr]
@@ -267,7 +267,8 @@ def warm_edges(spark: "SparkSession", lake: Lake) -> None:
     this process's memory: the state reconstruction the next :func:`replace_user_edges` would
     otherwise begin with (a few Spark jobs: 0.8 of the 1.8 s a one-user edge commit took here).
     A query for a user key no user has (keys are digests, never empty) reads the state and skips
-    every file."""
+    every file. It only reads (and the table exists: a refresh wrote it), so it may run in a
+    background thread beside the next batch's writes."""
     io.read_table(spark, lake, C.GOLD_INTEREST_EDGES).where(F.col(C.USER_KEY) == "").count()
 
 

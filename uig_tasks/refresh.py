@@ -18,7 +18,6 @@ GCN. The Delta reads and writes are :mod:`spark_jobs.refresh_job`'s.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from dataclasses import replace
@@ -39,6 +38,10 @@ log = logging.getLogger(__name__)
 #: Dirty users scored at once: their histories and edges are what the driver holds (about 30 edges
 #: a user); a refresh of more users stages each chunk's edges and still makes one edge commit.
 SCORE_CHUNK_USERS = 25_000
+
+#: The background warm-up's thread (``Refresher(keep_warm=True)``), and how long a refresh waits
+#: for it before going on beside it.
+WARM_THREAD, WARM_WAIT_SECONDS = "uig-refresh-warm", 120
 
 
 class RefreshError(UigError, RuntimeError):
@@ -66,7 +69,7 @@ class Refresher:
     def __init__(self, config: UigConfig, *, keep_warm: bool = False) -> None:
         self.config = config
         self.keep_warm = keep_warm
-        self._warming: threading.Thread | None = None  # the background warm-up of the edge table, if one runs
+        self._warming: Any = None  # the background warm-up of the edge table (a thread), if one runs
         self._spark: SparkSession | None = None  # started under the first refresh's lock, once the data root is prepared
         self.model_loads = 0  # how often models were (re)loaded: what a warm refresher saves
         self._models: tuple[tuple[int, int | None], Any, Any] | None = None  # (versions, scorer, policy)
@@ -96,7 +99,9 @@ class Refresher:
         with writer_lock(self.config, "refresh"):
             result = self._refresh(as_of, full)
         if self.keep_warm and result["mode"] != "noop":
-            self._warming = threading.Thread(target=self._warm_edges, name="uig-refresh-warm", daemon=True)
+            from pyspark import InheritableThread  # carries the session's thread-local job settings over
+
+            self._warming = InheritableThread(self._warm_edges, name=WARM_THREAD, daemon=True)
             self._warming.start()
         return result
 
@@ -106,7 +111,10 @@ class Refresher:
 
     def _wait_warm(self) -> None:
         if self._warming is not None:
-            self._warming.join()
+            self._warming.join(WARM_WAIT_SECONDS)
+            if self._warming.is_alive():  # it only reads: going on beside it is safe, only slower
+                log.warning("refresh: the edge table's warm-up still runs after %d s; going on without it",
+                            WARM_WAIT_SECONDS)
             self._warming = None
 
     def _warm_edges(self) -> None:
@@ -116,7 +124,7 @@ class Refresher:
         try:
             refresh_job.warm_edges(self.spark, self.config.lake)
         except Exception as exc:  # noqa: BLE001 - e.g. the session was stopped meanwhile
-            log.info("refresh: warming the edge table failed (%s); the next refresh reads its state itself", exc)
+            log.warning("refresh: warming the edge table failed (%s); the next refresh reads its state itself", exc)
 
     def _refresh(self, as_of: datetime | None, full: bool) -> dict[str, Any]:
         from models.interests import interest_edges, user_histories, with_communities, with_update_policy

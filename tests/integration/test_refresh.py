@@ -69,6 +69,7 @@ def refreshed(spark, trainable_root: Path, tmp_path_factory: pytest.TempPathFact
     run_ingest(config, end_of(day))
     run_aggregate(config, end_of(day))
     second = refresher.refresh(end_of(day))
+    refresher.close()  # its background warm-up ends before the tests read the root
     raw_ids = sorted({json.loads(line)["user_id"] for line in event_file(config.landing_dir, day).read_text().splitlines()})
     return {"config": config, "first": first, "second": second, "before": before, "rows_before": rows_before, "day": day,
             "raw_ids": raw_ids, "version_after_first": versions_before, "refresher": refresher}
@@ -134,18 +135,22 @@ def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refresh
     warmed: list[str] = []
     real_warm = refresh_job.warm_edges
 
-    def warm_and_note(spark_, lake) -> None:  # the real warm-up, noting the thread it runs on
+    def warm_and_note(spark_, lake) -> None:  # the real warm-up, noting the thread it runs on and a failure
         warmed.append(threading.current_thread().name)
-        real_warm(spark_, lake)
+        try:
+            real_warm(spark_, lake)
+        except Exception as exc:  # the refresher only logs it
+            warmed.append(f"failed: {exc}")
+            raise
 
     monkeypatch.setattr(refresh_job, "warm_edges", warm_and_note)
     refresher = Refresher(full_config, keep_warm=True)
     full = refresher.refresh(end_of(refreshed["day"]), full=True)
     refresher.close()
-    assert warmed == ["uig-refresh-warm"]  # after the edge commit, in the background
+    assert warmed == [refresh_module.WARM_THREAD]  # after the edge commit, in the background
     assert refresher.refresh()["mode"] == "noop"
     refresher.close()
-    assert warmed == ["uig-refresh-warm"]  # nothing written: nothing to warm
+    assert warmed == [refresh_module.WARM_THREAD]  # nothing written: nothing to warm
     assert full["mode"] == "full" and full["dirty_users"] > 2 * 40
     assert edges(spark, full_config, active_only=True) == edges(spark, config, active_only=True)
     assert full["edges_written"] == len(edges(spark, full_config, active_only=True))
