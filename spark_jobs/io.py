@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from uig_common import names as C
+from uig_common.timeutil import naive_utc
 from spark_jobs.schemas import TABLE_PARTITIONS, TABLE_PROPERTIES, TABLE_SCHEMAS
 
 from spark_jobs.settings import Lake, SparkSettings
@@ -426,15 +427,8 @@ def write_watermark(
 
 
 def _note_row(row: dict[str, object]) -> dict[str, object]:
-    """``row`` as JSON values, its times as the table reads them back: naive UTC, ISO 8601 (a naive
-    time is UTC already: the process runs in UTC, :func:`get_spark`)."""
-
-    def value(v: object) -> object:
-        if isinstance(v, datetime):
-            return (v.astimezone(timezone.utc).replace(tzinfo=None) if v.tzinfo else v).isoformat()
-        return v
-
-    return {k: value(v) for k, v in row.items()}
+    """``row`` as JSON values, its times as the table reads them back: naive UTC, ISO 8601."""
+    return {k: naive_utc(v).isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def noted_watermark(

@@ -29,6 +29,7 @@ from spark_jobs.schemas import TABLE_SCHEMAS
 from spark_jobs.settings import Lake
 from spark_jobs.transforms.edges import edges_after_refresh
 from uig_common import names as C
+from uig_common.timeutil import naive_utc
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,11 +191,6 @@ def write_communities(
     crash_point("after_communities")  # recovery tests kill the run at each commit point
 
 
-def _naive_utc(moment: datetime) -> datetime:
-    """How the edge and history tables store a time: UTC without a zone."""
-    return moment.astimezone(timezone.utc).replace(tzinfo=None)
-
-
 def edge_rows(
     spark: "SparkSession", edges: "pd.DataFrame", *, as_of: datetime, model_version: str, policy_version: str
 ) -> "DataFrame":
@@ -202,7 +198,7 @@ def edge_rows(
     update_action, update_reason: :func:`models.interests.interest_edges`) as active rows of
     ``gold.interest_edges``, every row stamped ``as_of`` (also its ``refreshed_at``: reruns give
     equal rows)."""
-    stamp = _naive_utc(as_of)
+    stamp = naive_utc(as_of)
     stamped = edges.assign(**{
         C.EDGE_STATUS: C.EDGE_ACTIVE, C.PREVIOUS_WEIGHT: None, C.MODEL_VERSION: model_version,
         C.POLICY_VERSION: policy_version, C.AS_OF: stamp, C.REFRESHED_AT: stamp,
@@ -306,7 +302,7 @@ def record_history(
     """Add ``edges`` (active edges stamped ``as_of``) to ``gold.interest_history``, the commit
     noted with ``edges_version`` (the edge commit they come from) and the newest ``as_of``."""
     rows = edges.select(*TABLE_SCHEMAS[C.GOLD_INTEREST_HISTORY].fieldNames())
-    stamp = _naive_utc(as_of)
+    stamp = naive_utc(as_of)
     newest = history_state(spark, lake, known).newest_as_of
     after = stamp if newest is None else max(newest, stamp)
     note = json.dumps({"history": {"edges_version": edges_version, "newest_as_of": after.isoformat()}})

@@ -1,6 +1,7 @@
 """Time helpers shared by every layer: parsing the times users pass in and the one time decay.
 
-``parse_time`` reads ``--as-of`` / ``--logical-time`` / Airflow's logical date;
+``parse_time`` reads ``--as-of`` / ``--logical-time`` / Airflow's logical date; ``naive_utc`` is
+how Delta tables store a time;
 ``decay_factor`` is the exponential half-life decay used by aggregation (Spark columns), the
 popularity prior (numpy) and training (torch) alike.
 """
@@ -48,3 +49,9 @@ def decay_factor(age_seconds: T, half_life_days: float) -> T:
     if half_life_days <= 0:
         raise InputError(f"half_life_days must be > 0, got {half_life_days}")
     return 0.5 ** (age_seconds / (half_life_days * SECONDS_PER_DAY))  # type: ignore[operator, return-value]
+
+
+def naive_utc(moment: datetime) -> datetime:
+    """How the Delta tables store a time: UTC without a zone (a naive time is UTC already: the
+    jobs run with ``TZ=UTC``)."""
+    return moment if moment.tzinfo is None else moment.astimezone(timezone.utc).replace(tzinfo=None)
