@@ -117,11 +117,16 @@ def get_spark(settings: SparkSettings, app_name: str = "uig") -> "SparkSession":
         .config("spark.default.parallelism", str(settings.shuffle_partitions))
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # an Arrow failure is an error, not a silent row-by-row Python copy of the same frame
+        .config("spark.sql.execution.arrow.pyspark.fallback.enabled", "false")
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.warehouse.dir", str((settings.work_dir / "spark-warehouse").resolve()))
-        .config("spark.driver.extraJavaOptions", "-Dderby.system.home=" + str(settings.work_dir.resolve()))
+        # a driver out of heap exits (its caller sees the error) instead of living on with a dead
+        # scheduler thread, where a job waits forever
+        .config("spark.driver.extraJavaOptions",
+                f"-XX:+ExitOnOutOfMemoryError -Dderby.system.home={settings.work_dir.resolve()}")
         .config("spark.hadoop.fs.permissions.umask-mode", f"{settings.file_umask:03o}")
     )
     with _jvm_output(settings, app_name) as jvm_log:

@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
@@ -191,33 +192,48 @@ def write_communities(
     crash_point("after_communities")  # recovery tests kill the run at each commit point
 
 
-def edge_rows(
-    spark: "SparkSession", edges: "pd.DataFrame", *, as_of: datetime, model_version: str, policy_version: str
-) -> "DataFrame":
+def edge_frame(edges: "pd.DataFrame", *, as_of: datetime, model_version: str, policy_version: str) -> "pd.DataFrame":
     """``edges`` (user_key, interest_type, interest_id, interest_name, weight, rank, explanation,
     update_action, update_reason: :func:`models.interests.interest_edges`) as active rows of
-    ``gold.interest_edges``, every row stamped ``as_of`` (also its ``refreshed_at``: reruns give
-    equal rows)."""
+    ``gold.interest_edges`` in pandas, every row stamped ``as_of`` (also its ``refreshed_at``:
+    reruns give equal rows)."""
     stamp = naive_utc(as_of)
     stamped = edges.assign(**{
         C.EDGE_STATUS: C.EDGE_ACTIVE, C.PREVIOUS_WEIGHT: None, C.MODEL_VERSION: model_version,
         C.POLICY_VERSION: policy_version, C.AS_OF: stamp, C.REFRESHED_AT: stamp,
     })
+    columns = TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES].fieldNames()
+    return stamped[columns].astype({C.WEIGHT: "float64", C.PREVIOUS_WEIGHT: "float64", C.RANK: "int32"})
+
+
+def edge_rows(spark: "SparkSession", frame: "pd.DataFrame") -> "DataFrame":
+    """An :func:`edge_frame` as a Spark frame (through Arrow: no Python loop over the rows). Its
+    rows travel inside the tasks that read them: for a few users' edges, not for a large graph's
+    (:func:`stage_edges`)."""
+    return spark.createDataFrame(frame, TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES])
+
+
+def stage_edges(spark: "SparkSession", lake: Lake, frames: Iterable["pd.DataFrame"]) -> "DataFrame":
+    """Write each :func:`edge_frame` (the edges of one chunk of users) to a staging folder as it
+    comes, one Parquet file each, and read them back as one frame: a refresh of more users than
+    the driver holds at once (every user of a large graph) still makes its ONE edge commit, with
+    the edges of one chunk in memory at a time. The files are written by Arrow, not by Spark: rows
+    made on the driver and written by Spark travel inside a task, which the driver serialises whole
+    (a 2 GB driver ran out of heap doing so for 750,000 rows). Whatever a killed run left there
+    is removed first; :func:`drop_staged_edges` removes it after the commit."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.sql.pandas.types import to_arrow_schema
+
     schema = TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]
-    frame = stamped[schema.fieldNames()].astype({C.WEIGHT: "float64", C.PREVIOUS_WEIGHT: "float64", C.RANK: "int32"})
-    return spark.createDataFrame(frame, schema)  # through Arrow: no Python loop over the rows
-
-
-def stage_edges(spark: "SparkSession", lake: Lake, chunks: Iterable["DataFrame"]) -> "DataFrame":
-    """Write the edge rows of each chunk of users to a staging folder as they come, and read them
-    back as one frame: a refresh of more users than the driver holds at once (every user of a large
-    graph) still makes its ONE edge commit, with the edges of one chunk in memory at a time. The
-    first chunk replaces what a killed run left there; :func:`drop_staged_edges` removes it."""
-    path = lake.scratch(STAGED_EDGES)
-    for number, rows in enumerate(chunks):
-        # a frame of local rows has a partition per Arrow batch: two files a chunk, not dozens
-        rows.coalesce(2).write.mode("overwrite" if number == 0 else "append").parquet(path)
-    return spark.read.schema(TABLE_SCHEMAS[C.GOLD_INTEREST_EDGES]).parquet(path)
+    arrow_schema = to_arrow_schema(schema, timezone="UTC")  # the frames' naive stamps are UTC
+    path = Path(lake.scratch(STAGED_EDGES))
+    drop_staged_edges(lake)
+    path.mkdir(parents=True)
+    for number, frame in enumerate(frames):
+        pq.write_table(pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False),
+                       path / f"part-{number:05d}.parquet")
+    return spark.read.schema(schema).parquet(str(path))
 
 
 def drop_staged_edges(lake: Lake) -> None:

@@ -29,6 +29,7 @@ from uig_tasks.locking import writer_lock
 from uig_common.errors import UigError
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
     from spark_jobs.refresh_job import HistoryState, RefreshProgress
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 #: Dirty users scored at once: their histories and edges are what the driver holds (about 30 edges
 #: a user); a refresh of more users stages each chunk's edges and still makes one edge commit.
 SCORE_CHUNK_USERS = 25_000
+
+#: Above this many dirty users their edges reach Spark as Parquet files written by Arrow
+#: (:func:`spark_jobs.refresh_job.stage_edges`), not as rows made on the driver, which travel
+#: inside a task the driver serialises whole.
+STAGE_ABOVE_USERS = 1_000
 
 #: The background warm-up's thread (``Refresher(keep_warm=True)``), and how long a refresh waits
 #: for it before going on beside it.
@@ -161,7 +167,7 @@ class Refresher:
         actions: Counter[str] = Counter()
         n_edges, read_seconds = 0, time.perf_counter() - t0 - sum(steps.values())
 
-        def edge_rows(user_keys: list[str]) -> "DataFrame":
+        def edge_frame(user_keys: list[str]) -> "pd.DataFrame":
             """The new edge rows of some dirty users: their histories, the policy's decision, the edges."""
             nonlocal n_edges, read_seconds
             started = time.perf_counter()
@@ -171,17 +177,17 @@ class Refresher:
             actions.update(u.update_action for u in users)
             edges = interest_edges(scorer, users, communities, titles)
             n_edges += len(edges)
-            return refresh_job.edge_rows(spark, edges, as_of=as_of, model_version=str(version),
-                                         policy_version=policy_version)
+            return refresh_job.edge_frame(edges, as_of=as_of, model_version=str(version),
+                                          policy_version=policy_version)
 
         # Scored a chunk of users at a time, so the driver never holds every user's edges at once.
         chunks = [dirty_keys[i:i + SCORE_CHUNK_USERS] for i in range(0, n_dirty, SCORE_CHUNK_USERS)]
-        staged = len(chunks) > 1
+        staged = len(chunks) > 1 or n_dirty > STAGE_ABOVE_USERS
         if not staged:
-            new_edges = edge_rows(chunks[0])
+            new_edges = refresh_job.edge_rows(spark, edge_frame(chunks[0]))
         else:
             log.info("refresh: scoring %d users in %d chunks of up to %d", n_dirty, len(chunks), SCORE_CHUNK_USERS)
-            new_edges = refresh_job.stage_edges(spark, config.lake, map(edge_rows, chunks))
+            new_edges = refresh_job.stage_edges(spark, config.lake, map(edge_frame, chunks))
         result["actions"] = dict(actions)
         steps["read dirty users"] = read_seconds
         steps["decide and score"] = time.perf_counter() - t0 - sum(steps.values())
