@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from uig_common import names as C
 from uig_common.timeutil import naive_utc
@@ -238,6 +239,15 @@ def _commit_notes(
     ``newest`` (default: the latest), newest first (``note`` None where a commit has none), read
     from the commit files in the JVM. Raises Py4JError (or AttributeError) where that internal API
     is not there or a commit file is gone."""
+    for v, info in _commit_infos(spark, path, depth, newest):
+        noted = info is not None and info.userMetadata().isDefined()
+        yield v, str(info.userMetadata().get()) if noted else None
+
+
+def _commit_infos(spark: "SparkSession", path: str, depth: int, newest: int | None = None) -> Iterator[tuple[int, Any]]:
+    """``(version, CommitInfo)`` (the JVM object, None where a commit has none) of the table at
+    ``path``'s last ``depth`` commits up to version ``newest`` (default: the latest), newest first,
+    read from the commit files in the JVM (a few ms each: no Spark job). Raises as :func:`_commit_notes`."""
     log_, latest = _delta_log(spark, path)
     version = latest if newest is None else min(int(newest), latest)
     jvm = spark._jvm
@@ -245,8 +255,62 @@ def _commit_notes(
     for v in range(version, max(-1, version - depth), -1):
         commit_file = jvm.org.apache.spark.sql.delta.util.FileNames.unsafeDeltaFile(log_.logPath(), v)
         info = jvm.org.apache.spark.sql.delta.DeltaHistoryManager.getCommitInfoOpt(store, commit_file, conf)
-        noted = info.isDefined() and info.get().userMetadata().isDefined()
-        yield v, str(info.get().userMetadata().get()) if noted else None
+        yield v, info.get() if info.isDefined() else None
+
+
+#: Operations after which a table's files are all new: nothing written before them is left.
+_WHOLE_TABLE_OPERATIONS = ("CREATE TABLE", "REPLACE TABLE", "CREATE OR REPLACE TABLE", "OPTIMIZE")
+
+
+def commits_since_rewrite(spark: "SparkSession", lake: Lake, table: str, depth: int) -> int:
+    """How many of the table's newest commits (at most ``depth``) came after its last whole rewrite
+    (an :func:`overwrite` without ``replace_where``, a :func:`compact`, an OPTIMIZE): each may have
+    added files whose rows lie anywhere in the key order, and marked rows deleted in others, which
+    :func:`compact` puts back in order. Read from the commit files (history query as a fallback)."""
+    from py4j.protocol import Py4JError
+
+    def whole(operation: str, mode: str | None, predicate: str | None) -> bool:
+        return operation in _WHOLE_TABLE_OPERATIONS or (
+            operation == "WRITE" and (mode or "").strip('"') == "Overwrite" and not predicate)
+
+    path = ensure_table(spark, lake, table)
+    try:
+        count = 0
+        for _, info in _commit_infos(spark, path, depth):
+            if info is not None:
+                params = info.operationParameters()
+                mode, predicate = (params.get(k) for k in ("mode", "predicate"))
+                if whole(str(info.operation()), str(mode.get()) if mode.isDefined() else None,
+                         str(predicate.get()) if predicate.isDefined() else None):
+                    return count
+            count += 1
+        return count
+    except (Py4JError, AttributeError, TypeError):
+        from delta.tables import DeltaTable
+
+        rows = DeltaTable.forPath(spark, path).history(depth).orderBy("version", ascending=False).collect()
+        count = 0
+        for row in rows:
+            params = row["operationParameters"] or {}
+            if whole(row["operation"], params.get("mode"), params.get("predicate")):
+                break
+            count += 1
+        return count
+
+
+def compact(spark: "SparkSession", lake: Lake, table: str, key: str, rows_per_file: int) -> int:
+    """Rewrite the (unpartitioned) ``table`` whole in ONE commit that changes no rows, each file
+    holding one range of ``key`` (sorted within it) and about ``rows_per_file`` rows: a later
+    change of a few keys' rows then finds them in one file by its statistics, and rows marked
+    deleted are dropped. The commit says ``dataChange=false`` (readers of the table's changes see
+    none) and carries no note, so the note before it stands (:func:`last_commit_note`). Returns the
+    number of files written."""
+    path = ensure_table(spark, lake, table)
+    current = read_table(spark, lake, table)
+    files = max(1, math.ceil(current.count() / rows_per_file))
+    rows = current.repartitionByRange(files, key).sortWithinPartitions(key)
+    _writer(rows, table, "overwrite").option("dataChange", "false").save(path)
+    return files
 
 
 def overwrite(

@@ -49,6 +49,14 @@ HISTORY_KEY = (C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF)
 #: The scratch folder where a chunked refresh stages its edge rows before the one edge commit.
 STAGED_EDGES = "refresh_edges"
 
+#: The edge table is compacted (:func:`compact_edges`) once this many commits came after its last
+#: whole rewrite: each incremental refresh adds a file of its users' rows, whose keys lie anywhere
+#: in the key order, and every later replace of one user must open all such files.
+COMPACT_AFTER_COMMITS = 8
+
+#: Edge rows per file of a compacted edge table (one range of user keys each; about 5 MB).
+EDGES_PER_FILE = 50_000
+
 
 @dataclass(frozen=True)
 class RefreshMark:
@@ -282,6 +290,20 @@ def warm_edges(spark: "SparkSession", lake: Lake) -> None:
     every file. It only reads (and the table exists: a refresh wrote it), so it may run in a
     background thread beside the next batch's writes."""
     io.read_table(spark, lake, C.GOLD_INTEREST_EDGES).where(F.col(C.USER_KEY) == "").count()
+
+
+def edges_due_for_compaction(spark: "SparkSession", lake: Lake) -> bool:
+    """Whether :data:`COMPACT_AFTER_COMMITS` commits came after the edge table's last whole rewrite
+    (read from its commit files, no Spark job)."""
+    since = io.commits_since_rewrite(spark, lake, C.GOLD_INTEREST_EDGES, depth=COMPACT_AFTER_COMMITS)
+    return since >= COMPACT_AFTER_COMMITS
+
+
+def compact_edges(spark: "SparkSession", lake: Lake) -> int:
+    """Rewrite ``gold.interest_edges`` with one range of user keys per file (:func:`io.compact`), rows
+    unchanged: a one-user replace then opens one file. Its commit carries no note, so the last
+    refresh's mark stands. Returns the number of files written."""
+    return io.compact(spark, lake, C.GOLD_INTEREST_EDGES, C.USER_KEY, EDGES_PER_FILE)
 
 
 def replace_user_edges(

@@ -94,11 +94,13 @@ def _acquire(fd: int, path: Path, task: str, timeout: float, poll_seconds: float
 
 
 @contextmanager
-def writer_lock(config: UigConfig, task: str, *, poll_seconds: float = 0.5) -> Iterator[None]:
+def writer_lock(
+    config: UigConfig, task: str, *, poll_seconds: float = 0.5, timeout: float | None = None
+) -> Iterator[None]:
     """Hold the data root's writer lock for the block (prepares the data root first).
 
-    Waits up to ``config.lock_timeout_seconds`` for another holder, then raises
-    :class:`DataRootBusyError`.
+    Waits up to ``timeout`` (default ``config.lock_timeout_seconds``; 0: not at all) for another
+    holder, then raises :class:`DataRootBusyError`.
     """
     prepare_data_root(config)
     path = lock_path(config)
@@ -112,7 +114,7 @@ def writer_lock(config: UigConfig, task: str, *, poll_seconds: float = 0.5) -> I
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
     try:
-        _acquire(fd, path, task, config.lock_timeout_seconds, poll_seconds)
+        _acquire(fd, path, task, config.lock_timeout_seconds if timeout is None else timeout, poll_seconds)
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "task": task,
                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)

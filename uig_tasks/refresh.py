@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from uig_tasks.config import UigConfig
-from uig_tasks.locking import writer_lock
+from uig_tasks.locking import DataRootBusyError, writer_lock
 from uig_common.errors import UigError
 
 if TYPE_CHECKING:
@@ -67,10 +67,13 @@ class Refresher:
     new version). A long-lived worker (``uig refresh --watch``, a warm DAG worker, the streaming
     path) pays the per-user cost alone. Each :meth:`refresh` holds the data root's writer lock.
 
-    With ``keep_warm``, after each refresh that wrote edges it also reads the new edge table's
-    Delta state into memory in a background thread (:func:`spark_jobs.refresh_job.warm_edges`), so
-    that the next refresh's edge commit does not wait for it; the next refresh (or :meth:`close`)
-    waits for that thread first."""
+    After enough incremental edge commits a refresh compacts the edge table by user key
+    (:func:`spark_jobs.refresh_job.compact_edges`), so a one-user replace keeps opening one file.
+    With ``keep_warm`` that happens between refreshes instead, in a background thread that then
+    reads the new edge table's Delta state into memory (:func:`spark_jobs.refresh_job.warm_edges`),
+    so that the next refresh's edge commit does not wait for either; the compaction holds the
+    writer lock (it is skipped when another writer holds it), and the next refresh (or
+    :meth:`close`) waits for that thread first."""
 
     def __init__(self, config: UigConfig, *, keep_warm: bool = False) -> None:
         self.config = config
@@ -78,6 +81,7 @@ class Refresher:
         self._warming: Any = None  # the background warm-up of the edge table (a thread), if one runs
         self._spark: SparkSession | None = None  # started under the first refresh's lock, once the data root is prepared
         self.model_loads = 0  # how often models were (re)loaded: what a warm refresher saves
+        self.compactions = 0  # how often this refresher compacted the edge table
         self._models: tuple[tuple[int, int | None], Any, Any] | None = None  # (versions, scorer, policy)
         self._catalog: tuple[tuple[int, int], Any, dict[str, str]] | None = None  # (table versions, topics, titles)
         self._progress: RefreshProgress | None = None  # what the last refresh read (reused while its tables are unchanged)
@@ -107,7 +111,7 @@ class Refresher:
         if self.keep_warm and result["mode"] != "noop":
             from pyspark import InheritableThread  # carries the session's thread-local job settings over
 
-            self._warming = InheritableThread(self._warm_edges, name=WARM_THREAD, daemon=True)
+            self._warming = InheritableThread(self._between_refreshes, name=WARM_THREAD, daemon=True)
             self._warming.start()
         return result
 
@@ -118,19 +122,42 @@ class Refresher:
     def _wait_warm(self) -> None:
         if self._warming is not None:
             self._warming.join(WARM_WAIT_SECONDS)
-            if self._warming.is_alive():  # it only reads: going on beside it is safe, only slower
-                log.warning("refresh: the edge table's warm-up still runs after %d s; going on without it",
+            if self._warming.is_alive():  # a compaction holds the lock (the refresh waits for it), or a read
+                log.warning("refresh: the edge table's compaction or warm-up still runs after %d s; going on",
                             WARM_WAIT_SECONDS)
             self._warming = None
 
-    def _warm_edges(self) -> None:
-        """The background warm-up; a failure only costs the next refresh the time it would have saved."""
+    def _between_refreshes(self) -> None:
+        """The background work of a warm refresher: a due compaction (when no other writer holds
+        the lock), then the warm-up. A failure only costs the next refresh the time it would have saved."""
         from spark_jobs import refresh_job
 
+        try:
+            if refresh_job.edges_due_for_compaction(self.spark, self.config.lake):
+                with writer_lock(self.config, "refresh compaction", timeout=0):
+                    self._compact_if_due()  # asked again under the lock: another writer may have done it
+        except DataRootBusyError:
+            log.info("refresh: another writer holds the data root; the compaction is left to a later refresh")
+        except Exception as exc:  # noqa: BLE001 - e.g. the session was stopped meanwhile
+            log.warning("refresh: compacting the edge table failed (%s); a later refresh tries again", exc)
         try:
             refresh_job.warm_edges(self.spark, self.config.lake)
         except Exception as exc:  # noqa: BLE001 - e.g. the session was stopped meanwhile
             log.warning("refresh: warming the edge table failed (%s); the next refresh reads its state itself", exc)
+
+    def _compact_if_due(self) -> int:
+        """Compact the edge table when :func:`~spark_jobs.refresh_job.edges_due_for_compaction`
+        (the caller holds the writer lock); the number of files written, 0 when not due."""
+        from spark_jobs import refresh_job
+
+        if not refresh_job.edges_due_for_compaction(self.spark, self.config.lake):
+            return 0
+        started = time.perf_counter()
+        files = refresh_job.compact_edges(self.spark, self.config.lake)
+        self.compactions += 1
+        log.info("refresh: compacted gold.interest_edges into %d files by user key in %.1f s",
+                 files, time.perf_counter() - started)
+        return files
 
     def _refresh(self, as_of: datetime | None, full: bool) -> dict[str, Any]:
         from models.interests import interest_edges, user_histories, with_communities, with_update_policy
@@ -203,6 +230,8 @@ class Refresher:
                 refresh_job.drop_staged_edges(config.lake)
         self._progress = replace(progress, refreshed=mark, edges_table_version=mark.edges_version)
         steps["write"] = time.perf_counter() - t0 - sum(steps.values())
+        if not self.keep_warm and self._compact_if_due():  # a warm refresher compacts between refreshes
+            steps["compact"] = time.perf_counter() - t0 - sum(steps.values())
 
         result.update(dirty_users=n_dirty, edges_written=n_edges, seconds=round(time.perf_counter() - t0, 3),
                       seconds_by_step={name: round(v, 3) for name, v in steps.items()})

@@ -22,6 +22,7 @@ from tests.conftest import TRAIN_UNTIL
 from uig_tasks.cli import main
 from uig_tasks import refresh as refresh_module
 from uig_tasks.config import UigConfig
+from uig_tasks.locking import writer_lock
 from uig_tasks.movielens import event_file, prepare
 from uig_tasks.pipeline import run_aggregate, run_ingest
 from uig_tasks.refresh import Refresher, RefreshError, run_refresh
@@ -155,6 +156,66 @@ def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refresh
     assert edges(spark, full_config, active_only=True) == edges(spark, config, active_only=True)
     assert full["edges_written"] == len(edges(spark, full_config, active_only=True))
     assert not Path(full_config.lake.scratch(refresh_job.STAGED_EDGES)).exists()  # the staged rows are gone
+
+
+def file_key_ranges(spark, config: UigConfig) -> list[tuple[str, str]]:
+    """(smallest, largest) user_key of each file of the edge table, in key order."""
+    by_file = (io.read_table(spark, config.lake, C.GOLD_INTEREST_EDGES).groupBy(F.input_file_name())
+               .agg(F.min(C.USER_KEY), F.max(C.USER_KEY)).collect())
+    return sorted((r[1], r[2]) for r in by_file)
+
+
+def test_the_edge_table_is_compacted_by_user_key_its_rows_and_mark_unchanged(spark, refreshed, tmp_path,
+                                                                             monkeypatch) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(refreshed["config"].data_root, root)
+    config = UigConfig.from_env(data_root=root, user_salt="test-salt")
+    table = C.GOLD_INTEREST_EDGES
+    assert io.commits_since_rewrite(spark, config.lake, table, depth=10) == 1  # the incremental after the full
+    rows, noted = all_columns(spark, config), io.last_noted_commit(spark, config.lake, table)
+    monkeypatch.setattr(refresh_job, "COMPACT_AFTER_COMMITS", 1)
+    per_file = len(rows) // 3 + 1  # three files
+    monkeypatch.setattr(refresh_job, "EDGES_PER_FILE", per_file)
+
+    # a warm refresher compacts between refreshes only when no other writer holds the lock
+    refresher = Refresher(config, keep_warm=True)
+    with writer_lock(config, "another writer"):
+        beside = threading.Thread(target=refresher._between_refreshes)
+        beside.start()
+        beside.join()
+    assert refresher.compactions == 0 and refresh_job.edges_due_for_compaction(spark, config.lake)
+    refresher._between_refreshes()
+    assert refresher.compactions == 1 and not refresh_job.edges_due_for_compaction(spark, config.lake)
+
+    assert all_columns(spark, config) == rows  # every row as it was, to the column
+    assert io.last_noted_commit(spark, config.lake, table) == noted  # the last refresh's mark stands
+    assert io.commits_since_rewrite(spark, config.lake, table, depth=10) == 0
+    ranges = file_key_ranges(spark, config)
+    assert len(ranges) == 3
+    assert all(high < low for (_, high), (low, _) in zip(ranges, ranges[1:]))  # one key range per file
+    assert run_refresh(config, end_of(refreshed["day"]))["mode"] == "noop"  # nothing new: the mark still says so
+
+    # a refresher that is not kept warm compacts after its write, inside its refresh
+    day = refreshed["day"] + timedelta(days=1)
+    while prepare(config.landing_dir, day=day).events == 0:
+        day += timedelta(days=1)
+    run_ingest(config, end_of(day))
+    run_aggregate(config, end_of(day))
+    result = run_refresh(config, end_of(day))
+    assert result["mode"] == "incremental" and "compact" in result["seconds_by_step"]
+    assert io.commits_since_rewrite(spark, config.lake, table, depth=10) == 0
+
+
+def test_commits_since_a_rewrite_read_from_the_history_where_the_commit_files_cannot_be(spark, refreshed,
+                                                                                      monkeypatch) -> None:
+    config, table = refreshed["config"], C.GOLD_INTEREST_EDGES
+    from_files = io.commits_since_rewrite(spark, config.lake, table, depth=10)
+
+    def unreadable(*args, **kwargs):
+        raise AttributeError("no such internal API")
+
+    monkeypatch.setattr(io, "_commit_infos", unreadable)
+    assert io.commits_since_rewrite(spark, config.lake, table, depth=10) == from_files >= 1
 
 
 def test_the_aggregate_watermark_is_read_from_its_commit_note_as_the_table_holds_it(spark, config) -> None:
