@@ -258,20 +258,21 @@ def _commit_infos(spark: "SparkSession", path: str, depth: int, newest: int | No
         yield v, info.get() if info.isDefined() else None
 
 
-#: Operations after which a table's files are all new: nothing written before them is left.
-_WHOLE_TABLE_OPERATIONS = ("CREATE TABLE", "REPLACE TABLE", "CREATE OR REPLACE TABLE", "OPTIMIZE")
+#: Operations after which a table's files are all new: nothing written before them is left (not
+#: OPTIMIZE: its bin-packing leaves large files as they are and mixes the key ranges of small ones).
+_WHOLE_TABLE_OPERATIONS = ("CREATE TABLE", "REPLACE TABLE", "CREATE OR REPLACE TABLE")
 
 
 def commits_since_rewrite(spark: "SparkSession", lake: Lake, table: str, depth: int) -> int:
     """How many of the table's newest commits (at most ``depth``) came after its last whole rewrite
-    (an :func:`overwrite` without ``replace_where``, a :func:`compact`, an OPTIMIZE): each may have
+    (an :func:`overwrite` without ``replace_where``, a :func:`compact`): each may have
     added files whose rows lie anywhere in the key order, and marked rows deleted in others, which
     :func:`compact` puts back in order. Read from the commit files (history query as a fallback)."""
     from py4j.protocol import Py4JError
 
-    def whole(operation: str, mode: str | None, predicate: str | None) -> bool:
+    def whole(operation: str, mode: str | None, has_predicate: bool) -> bool:
         return operation in _WHOLE_TABLE_OPERATIONS or (
-            operation == "WRITE" and (mode or "").strip('"') == "Overwrite" and not predicate)
+            operation == "WRITE" and (mode or "").strip('"') == "Overwrite" and not has_predicate)
 
     path = ensure_table(spark, lake, table)
     try:
@@ -279,9 +280,9 @@ def commits_since_rewrite(spark: "SparkSession", lake: Lake, table: str, depth: 
         for _, info in _commit_infos(spark, path, depth):
             if info is not None:
                 params = info.operationParameters()
-                mode, predicate = (params.get(k) for k in ("mode", "predicate"))
+                mode = params.get("mode")  # (a replaceWhere's predicate is not copied over: it may be megabytes)
                 if whole(str(info.operation()), str(mode.get()) if mode.isDefined() else None,
-                         str(predicate.get()) if predicate.isDefined() else None):
+                         params.get("predicate").isDefined()):
                     return count
             count += 1
         return count
@@ -292,7 +293,7 @@ def commits_since_rewrite(spark: "SparkSession", lake: Lake, table: str, depth: 
         count = 0
         for row in rows:
             params = row["operationParameters"] or {}
-            if whole(row["operation"], params.get("mode"), params.get("predicate")):
+            if whole(row["operation"], params.get("mode"), bool(params.get("predicate"))):
                 break
             count += 1
         return count

@@ -116,7 +116,7 @@ class Refresher:
         return result
 
     def close(self) -> None:
-        """Wait for a background warm-up to end (call before stopping the Spark session)."""
+        """Wait for the background compaction and warm-up to end (call before stopping the Spark session)."""
         self._wait_warm()
 
     def _wait_warm(self) -> None:
@@ -230,8 +230,12 @@ class Refresher:
                 refresh_job.drop_staged_edges(config.lake)
         self._progress = replace(progress, refreshed=mark, edges_table_version=mark.edges_version)
         steps["write"] = time.perf_counter() - t0 - sum(steps.values())
-        if not self.keep_warm and self._compact_if_due():  # a warm refresher compacts between refreshes
-            steps["compact"] = time.perf_counter() - t0 - sum(steps.values())
+        if not self.keep_warm:  # a warm refresher compacts between refreshes
+            try:
+                if self._compact_if_due():
+                    steps["compact"] = time.perf_counter() - t0 - sum(steps.values())
+            except Exception as exc:  # noqa: BLE001 - the refresh itself is committed; only the layout waits
+                log.warning("refresh: compacting the edge table failed (%s); a later refresh tries again", exc)
 
         result.update(dirty_users=n_dirty, edges_written=n_edges, seconds=round(time.perf_counter() - t0, 3),
                       seconds_by_step={name: round(v, 3) for name, v in steps.items()})

@@ -29,7 +29,7 @@ TOO_MUCH_FOR_THE_DRIVER = """
 
 
 def test_a_driver_out_of_heap_ends_the_job_with_an_error_instead_of_hanging(tmp_path) -> None:
-    settings = replace(UigConfig.from_env(data_root=tmp_path).spark, driver_memory="512m")
+    settings = replace(UigConfig.from_env(data_root=tmp_path).spark, driver_memory="512m", verbose=False)
     fields = {name: getattr(settings, name) for name in settings.__dataclass_fields__}
     script = textwrap.dedent(TOO_MUCH_FOR_THE_DRIVER).format(settings=fields).replace("PosixPath", "Path")
     # a hung job would sit here until the timeout, which fails the test
