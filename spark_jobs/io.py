@@ -274,29 +274,25 @@ def commits_since_rewrite(spark: "SparkSession", lake: Lake, table: str, depth: 
         return operation in _WHOLE_TABLE_OPERATIONS or (
             operation == "WRITE" and (mode or "").strip('"') == "Overwrite" and not has_predicate)
 
+    def described(info: Any) -> tuple[str, str | None, bool] | None:
+        """A JVM CommitInfo as (operation, mode, has a predicate): whether a replaceWhere's
+        predicate is there, not its text, which may be megabytes."""
+        if info is None:
+            return None
+        params = info.operationParameters()
+        mode = params.get("mode")
+        return str(info.operation()), str(mode.get()) if mode.isDefined() else None, params.get("predicate").isDefined()
+
     path = ensure_table(spark, lake, table)
-    try:
-        count = 0
-        for _, info in _commit_infos(spark, path, depth):
-            if info is not None:
-                params = info.operationParameters()
-                mode = params.get("mode")  # (a replaceWhere's predicate is not copied over: it may be megabytes)
-                if whole(str(info.operation()), str(mode.get()) if mode.isDefined() else None,
-                         params.get("predicate").isDefined()):
-                    return count
-            count += 1
-        return count
+    try:  # newest first
+        commits = [described(info) for _, info in _commit_infos(spark, path, depth)]
     except (Py4JError, AttributeError, TypeError):
         from delta.tables import DeltaTable
 
         rows = DeltaTable.forPath(spark, path).history(depth).orderBy("version", ascending=False).collect()
-        count = 0
-        for row in rows:
-            params = row["operationParameters"] or {}
-            if whole(row["operation"], params.get("mode"), bool(params.get("predicate"))):
-                break
-            count += 1
-        return count
+        commits = [(r["operation"], (r["operationParameters"] or {}).get("mode"),
+                    bool((r["operationParameters"] or {}).get("predicate"))) for r in rows]
+    return next((n for n, commit in enumerate(commits) if commit is not None and whole(*commit)), len(commits))
 
 
 def compact(spark: "SparkSession", lake: Lake, table: str, key: str, rows_per_file: int) -> int:

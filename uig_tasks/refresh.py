@@ -138,8 +138,6 @@ class Refresher:
                     self._compact_if_due()  # asked again under the lock: another writer may have done it
         except DataRootBusyError:
             log.info("refresh: another writer holds the data root; the compaction is left to a later refresh")
-        except Exception as exc:  # noqa: BLE001 - e.g. the session was stopped meanwhile
-            log.warning("refresh: compacting the edge table failed (%s); a later refresh tries again", exc)
         try:
             refresh_job.warm_edges(self.spark, self.config.lake)
         except Exception as exc:  # noqa: BLE001 - e.g. the session was stopped meanwhile
@@ -147,13 +145,18 @@ class Refresher:
 
     def _compact_if_due(self) -> int:
         """Compact the edge table when :func:`~spark_jobs.refresh_job.edges_due_for_compaction`
-        (the caller holds the writer lock); the number of files written, 0 when not due."""
+        (the caller holds the writer lock); the number of files written, 0 when not due or when it
+        failed (a warning: the refresh before it is committed, only the layout waits for a later one)."""
         from spark_jobs import refresh_job
 
-        if not refresh_job.edges_due_for_compaction(self.spark, self.config.lake):
+        try:
+            if not refresh_job.edges_due_for_compaction(self.spark, self.config.lake):
+                return 0
+            started = time.perf_counter()
+            files = refresh_job.compact_edges(self.spark, self.config.lake)
+        except Exception as exc:  # noqa: BLE001 - e.g. the session was stopped meanwhile
+            log.warning("refresh: compacting the edge table failed (%s); a later refresh tries again", exc)
             return 0
-        started = time.perf_counter()
-        files = refresh_job.compact_edges(self.spark, self.config.lake)
         self.compactions += 1
         log.info("refresh: compacted gold.interest_edges into %d files by user key in %.1f s",
                  files, time.perf_counter() - started)
@@ -230,12 +233,8 @@ class Refresher:
                 refresh_job.drop_staged_edges(config.lake)
         self._progress = replace(progress, refreshed=mark, edges_table_version=mark.edges_version)
         steps["write"] = time.perf_counter() - t0 - sum(steps.values())
-        if not self.keep_warm:  # a warm refresher compacts between refreshes
-            try:
-                if self._compact_if_due():
-                    steps["compact"] = time.perf_counter() - t0 - sum(steps.values())
-            except Exception as exc:  # noqa: BLE001 - the refresh itself is committed; only the layout waits
-                log.warning("refresh: compacting the edge table failed (%s); a later refresh tries again", exc)
+        if not self.keep_warm and self._compact_if_due():  # a warm refresher compacts between refreshes
+            steps["compact"] = time.perf_counter() - t0 - sum(steps.values())
 
         result.update(dirty_users=n_dirty, edges_written=n_edges, seconds=round(time.perf_counter() - t0, 3),
                       seconds_by_step={name: round(v, 3) for name, v in steps.items()})
