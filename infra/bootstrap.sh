@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything UIG needs into the project folder, once:
 #   .venv/   Python 3.11 virtualenv with the pinned set from requirements.lock
-#   .jars/   Delta Lake JVM jars resolved from Maven Central (Spark loads them from here)
+#   .jars/   Delta Lake JVM jars resolved from Maven Central (Spark loads them from here), and
+#            uig-local-fs.jar, Hadoop's local file system without a process per file (infra/local-fs)
 # Re-running is cheap: each step is skipped while its input file is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,5 +50,22 @@ if ! stamp_ok .jars/.uig-resolved infra/jars/pom.xml; then
   write_stamp .jars/.uig-resolved infra/jars/pom.xml
 else
   say ".jars is up to date"
+fi
+
+# 3. The local file system without process forks --------------------------------------
+# Compiled against the Hadoop that ships inside pyspark (so its version always matches).
+HADOOP_API=$(ls .venv/lib/python*/site-packages/pyspark/jars/hadoop-client-api-*.jar)
+LOCAL_FS_SOURCES=(infra/local-fs/uig/hadoop/*.java)
+if ! stamp_ok .jars/.uig-local-fs "$HADOOP_API" "${LOCAL_FS_SOURCES[@]}"; then
+  if command -v javac >/dev/null; then
+    say "compiling infra/local-fs into .jars/uig-local-fs.jar"
+    build=$(mktemp -d)
+    javac --release 17 -nowarn -cp "$HADOOP_API" -d "$build" "${LOCAL_FS_SOURCES[@]}"
+    jar cf .jars/uig-local-fs.jar -C "$build" .
+    rm -rf "$build"
+    write_stamp .jars/.uig-local-fs "$HADOOP_API" "${LOCAL_FS_SOURCES[@]}"
+  else
+    say "no javac: Spark keeps Hadoop's own local file system (a chmod and a readlink process per file)"
+  fi
 fi
 say "ready: $(ls .jars/*.jar | wc -l) jars in .jars/, python $(.venv/bin/python --version)"

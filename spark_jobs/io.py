@@ -35,8 +35,14 @@ class SparkSetupError(UigError, RuntimeError):
     """Spark cannot start with Delta (usually: the install step has not resolved the jars)."""
 
 
+#: Built by the install step from ``infra/local-fs``: Hadoop's local file system with the mode of a
+#: new file set, and a rename checked, in-process instead of by a ``chmod`` / ``readlink`` process
+#: each (15-20 ms apiece from a driver's JVM: about 50 in a one-user refresh, hundreds per ingest).
+LOCAL_FS_JAR = "uig-local-fs.jar"
+
+
 def delta_jars(jars_dir: Path) -> list[str]:
-    jars = sorted(str(p) for p in Path(jars_dir).glob("*.jar"))
+    jars = sorted(str(p) for p in Path(jars_dir).glob("*.jar") if p.name != LOCAL_FS_JAR)
     if not any("delta-spark" in j for j in jars):
         raise SparkSetupError(
             f"no Delta Lake jars in {jars_dir}. Run `bash infra/bootstrap.sh` (it resolves them "
@@ -130,6 +136,12 @@ def get_spark(settings: SparkSettings, app_name: str = "uig") -> "SparkSession":
                 f"-XX:+ExitOnOutOfMemoryError -Dderby.system.home={settings.work_dir.resolve()}")
         .config("spark.hadoop.fs.permissions.umask-mode", f"{settings.file_umask:03o}")
     )
+    local_fs = settings.jars_dir / LOCAL_FS_JAR
+    if local_fs.exists():  # on the JVMs' own class path: Hadoop loads file systems before spark.jars
+        builder = (builder.config("spark.driver.extraClassPath", str(local_fs.resolve()))
+                   .config("spark.executor.extraClassPath", str(local_fs.resolve()))
+                   .config("spark.hadoop.fs.file.impl", "uig.hadoop.NoForkLocalFileSystem")
+                   .config("spark.hadoop.fs.AbstractFileSystem.file.impl", "uig.hadoop.NoForkLocalFs"))
     with _jvm_output(settings, app_name) as jvm_log:
         try:
             spark = builder.getOrCreate()

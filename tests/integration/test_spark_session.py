@@ -36,3 +36,35 @@ def test_a_driver_out_of_heap_ends_the_job_with_an_error_instead_of_hanging(tmp_
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "counted" not in done.stdout
     assert "Terminating due to java.lang.OutOfMemoryError" in (tmp_path / SPARK_LOG).read_text()
+
+
+def test_local_files_get_their_mode_and_links_their_status_without_a_process(spark, tmp_path) -> None:
+    """Hadoop's own local file system runs ``chmod`` for every file it creates and ``readlink`` for
+    both ends of every Delta commit's rename (15-20 ms each from the driver); the install step's
+    replacement (infra/local-fs) does both inside the JVM, with the same outcome."""
+    jvm, hadoop_conf = spark._jvm, spark._jsc.hadoopConfiguration()
+    fs = jvm.org.apache.hadoop.fs.FileSystem.get(jvm.java.net.URI("file:///"), hadoop_conf)
+    context = jvm.org.apache.hadoop.fs.FileContext.getFileContext(hadoop_conf)
+    assert fs.getRawFileSystem().getClass().getName() == "uig.hadoop.NoForkRawLocalFileSystem"
+    assert context.getDefaultFileSystem().getClass().getName() == "uig.hadoop.NoForkLocalFs"
+
+    umask = int(hadoop_conf.get("fs.permissions.umask-mode"), 8)
+    table = tmp_path / "table"
+    spark.range(5).write.format("delta").save(str(table))  # data files, checksums and commits
+    files = [p for p in table.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files) and any(p.suffix == ".json" for p in files)
+    assert {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
+    assert {p.stat().st_mode & 0o777 for p in table.rglob("*") if p.is_dir()} == {0o777 & ~umask}
+
+    path = jvm.org.apache.hadoop.fs.Path
+    fs.setPermission(path(files[0].as_uri()), jvm.org.apache.hadoop.fs.permission.FsPermission(0o604))
+    assert files[0].stat().st_mode & 0o777 == 0o604
+    hadoops_own = jvm.org.apache.hadoop.fs.RawLocalFileSystem()
+    hadoops_own.initialize(jvm.java.net.URI("file:///"), hadoop_conf)
+    link = tmp_path / "link"
+    link.symlink_to(files[0])
+    for where in (link, files[0], table):
+        ours, theirs = fs.getFileLinkStatus(path(where.as_uri())), hadoops_own.getFileLinkStatus(path(where.as_uri()))
+        assert (ours.isSymlink(), ours.isDirectory(), ours.getLen()) == (
+            theirs.isSymlink(), theirs.isDirectory(), theirs.getLen())
+    assert context.getFileLinkStatus(path(table.as_uri())).isDirectory()
