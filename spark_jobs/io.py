@@ -307,6 +307,19 @@ def commits_since_rewrite(spark: "SparkSession", lake: Lake, table: str, depth: 
     return next((n for n, commit in enumerate(commits) if commit is not None and whole(*commit)), len(commits))
 
 
+def checkpoint(spark: "SparkSession", lake: Lake, table: str, every: int) -> bool:
+    """Write ``table``'s Delta checkpoint (its state in one Parquet file, where a reader starts
+    instead of replaying each commit since the last one) when ``every`` commits or more came after
+    the last one; whether it wrote one. For tables whose ``delta.checkpointInterval`` is set high
+    (:data:`spark_jobs.schemas.TABLE_PROPERTIES`) so that Delta does not write it inside a commit."""
+    log_, version = _delta_log(spark, ensure_table(spark, lake, table))
+    last = log_.readLastCheckpointFile()
+    if version - (last.get().version() if last.isDefined() else -1) < every:
+        return False
+    log_.checkpoint()
+    return True
+
+
 def compact(spark: "SparkSession", lake: Lake, table: str, key: str, rows_per_file: int) -> int:
     """Rewrite the (unpartitioned) ``table`` whole in ONE commit that changes no rows, each file
     holding one range of ``key`` (sorted within it) and about ``rows_per_file`` rows: a later

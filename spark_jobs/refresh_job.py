@@ -57,6 +57,11 @@ COMPACT_AFTER_COMMITS = 8
 #: Edge rows per file of a compacted edge table (one range of user keys each; about 5 MB).
 EDGES_PER_FILE = 50_000
 
+#: A refresher writes the edge and history tables' checkpoints once this many commits came after
+#: the last one (Delta's own default interval; these tables' own is set high, see
+#: ``spark_jobs.schemas.TABLE_PROPERTIES``).
+CHECKPOINT_AFTER_COMMITS = 10
+
 
 @dataclass(frozen=True)
 class RefreshMark:
@@ -304,6 +309,13 @@ def compact_edges(spark: "SparkSession", lake: Lake) -> int:
     unchanged: a one-user replace then opens one file. Its commit carries no note, so the last
     refresh's mark stands. Returns the number of files written."""
     return io.compact(spark, lake, C.GOLD_INTEREST_EDGES, C.USER_KEY, EDGES_PER_FILE)
+
+
+def checkpoint_refreshed_tables(spark: "SparkSession", lake: Lake) -> list[str]:
+    """Write the checkpoint of the edge and history tables where :data:`CHECKPOINT_AFTER_COMMITS`
+    commits came after their last one (:func:`io.checkpoint`); the tables checkpointed."""
+    return [table for table in (C.GOLD_INTEREST_EDGES, C.GOLD_INTEREST_HISTORY)
+            if io.checkpoint(spark, lake, table, CHECKPOINT_AFTER_COMMITS)]
 
 
 def replace_user_edges(

@@ -68,12 +68,13 @@ class Refresher:
     path) pays the per-user cost alone. Each :meth:`refresh` holds the data root's writer lock.
 
     After enough incremental edge commits a refresh compacts the edge table by user key
-    (:func:`spark_jobs.refresh_job.compact_edges`), so a one-user replace keeps opening one file.
-    With ``keep_warm`` that happens between refreshes instead, in a background thread that then
-    reads the new edge table's Delta state into memory (:func:`spark_jobs.refresh_job.warm_edges`),
-    so that the next refresh's edge commit does not wait for either; the compaction holds the
-    writer lock (it is skipped when another writer holds it), and the next refresh (or
-    :meth:`close`) waits for that thread first."""
+    (:func:`spark_jobs.refresh_job.compact_edges`), so a one-user replace keeps opening one file,
+    and it writes the Delta checkpoints of the tables it commits to, where due, which Delta would
+    otherwise write inside a commit. With ``keep_warm`` both happen between refreshes instead, in a
+    background thread that then reads the new edge table's Delta state into memory
+    (:func:`spark_jobs.refresh_job.warm_edges`), so that the next refresh's edge commit waits for
+    none of them; the compaction holds the writer lock (it is skipped when another writer holds
+    it), and the next refresh (or :meth:`close`) waits for that thread first."""
 
     def __init__(self, config: UigConfig, *, keep_warm: bool = False) -> None:
         self.config = config
@@ -82,6 +83,7 @@ class Refresher:
         self._spark: SparkSession | None = None  # started under the first refresh's lock, once the data root is prepared
         self.model_loads = 0  # how often models were (re)loaded: what a warm refresher saves
         self.compactions = 0  # how often this refresher compacted the edge table
+        self.checkpoints = 0  # how many Delta checkpoints of the edge and history tables it wrote
         self._models: tuple[tuple[int, int | None], Any, Any] | None = None  # (versions, scorer, policy)
         self._catalog: tuple[tuple[int, int], Any, dict[str, str]] | None = None  # (table versions, topics, titles)
         self._progress: RefreshProgress | None = None  # what the last refresh read (reused while its tables are unchanged)
@@ -129,7 +131,7 @@ class Refresher:
 
     def _between_refreshes(self) -> None:
         """The background work of a warm refresher: a due compaction (when no other writer holds
-        the lock), then the warm-up. A failure only costs the next refresh the time it would have saved."""
+        the lock), due checkpoints, then the warm-up. A failure only costs the next refresh the time it would have saved."""
         from spark_jobs import refresh_job
 
         try:
@@ -138,6 +140,7 @@ class Refresher:
                     self._compact_if_due()  # asked again under the lock: another writer may have done it
         except DataRootBusyError:
             log.info("refresh: another writer holds the data root; the compaction is left to a later refresh")
+        self._checkpoint_if_due()
         try:
             refresh_job.warm_edges(self.spark, self.config.lake)
         except Exception as exc:  # noqa: BLE001 - e.g. the session was stopped meanwhile
@@ -161,6 +164,23 @@ class Refresher:
         log.info("refresh: compacted gold.interest_edges into %d files by user key in %.1f s",
                  files, time.perf_counter() - started)
         return files
+
+    def _checkpoint_if_due(self) -> list[str]:
+        """Write the edge and history tables' checkpoints where due
+        (:func:`~spark_jobs.refresh_job.checkpoint_refreshed_tables`; no lock needed: a checkpoint
+        writes no commit); the tables checkpointed, none when it failed (a warning, like a failed
+        compaction)."""
+        from spark_jobs import refresh_job
+
+        try:
+            tables = refresh_job.checkpoint_refreshed_tables(self.spark, self.config.lake)
+        except Exception as exc:  # noqa: BLE001 - e.g. the session was stopped meanwhile
+            log.warning("refresh: writing a Delta checkpoint failed (%s); a later refresh tries again", exc)
+            return []
+        self.checkpoints += len(tables)
+        if tables:
+            log.info("refresh: wrote the Delta checkpoint of %s", ", ".join(tables))
+        return tables
 
     def _refresh(self, as_of: datetime | None, full: bool) -> dict[str, Any]:
         from models.interests import interest_edges, user_histories, with_communities, with_update_policy
@@ -233,8 +253,11 @@ class Refresher:
                 refresh_job.drop_staged_edges(config.lake)
         self._progress = replace(progress, refreshed=mark, edges_table_version=mark.edges_version)
         steps["write"] = time.perf_counter() - t0 - sum(steps.values())
-        if not self.keep_warm and self._compact_if_due():  # a warm refresher compacts between refreshes
-            steps["compact"] = time.perf_counter() - t0 - sum(steps.values())
+        if not self.keep_warm:  # a warm refresher does both between refreshes
+            if self._compact_if_due():
+                steps["compact"] = time.perf_counter() - t0 - sum(steps.values())
+            if self._checkpoint_if_due():
+                steps["checkpoint"] = time.perf_counter() - t0 - sum(steps.values())
 
         result.update(dirty_users=n_dirty, edges_written=n_edges, seconds=round(time.perf_counter() - t0, 3),
                       seconds_by_step={name: round(v, 3) for name, v in steps.items()})

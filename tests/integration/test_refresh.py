@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from uig_common import names as C
@@ -115,7 +116,7 @@ def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed) -
     recorded = history.where(history[C.AS_OF] == io.timestamp_literal(end_of(refreshed["day"])))
     assert {r[0] for r in recorded.select(C.USER_KEY).distinct().collect()} == day_users
     assert recorded.count() == second["edges_written"]
-    from delta.tables import DeltaTable  # a refresh's first history rows are appended, not MERGEd
+    # a refresh's first history rows are appended, not MERGEd
     assert DeltaTable.forPath(spark, config.lake.path(C.GOLD_INTEREST_HISTORY)).history(1).collect()[0]["operation"] == "WRITE"
     # what the warm refresher kept of the history (so its next run queries nothing) is what a query finds
     assert refreshed["refresher"]._history == refresh_job.history_state(spark, config.lake)
@@ -169,6 +170,12 @@ def file_key_ranges(spark, config: UigConfig) -> list[tuple[str, str]]:
     return sorted((r[1], r[2]) for r in by_file)
 
 
+def last_checkpoint(config: UigConfig, table: str) -> int | None:
+    """The version of ``table``'s last Delta checkpoint, from the file Delta names it in."""
+    pointer = Path(config.lake.path(table), "_delta_log", "_last_checkpoint")
+    return json.loads(pointer.read_text())["version"] if pointer.exists() else None
+
+
 def test_the_edge_table_is_compacted_by_user_key_its_rows_and_mark_unchanged(spark, refreshed, tmp_path,
                                                                              monkeypatch) -> None:
     root = tmp_path / "data"
@@ -180,6 +187,11 @@ def test_the_edge_table_is_compacted_by_user_key_its_rows_and_mark_unchanged(spa
     monkeypatch.setattr(refresh_job, "COMPACT_AFTER_COMMITS", 1)
     per_file = len(rows) // 3 + 1  # three files
     monkeypatch.setattr(refresh_job, "EDGES_PER_FILE", per_file)
+    monkeypatch.setattr(refresh_job, "CHECKPOINT_AFTER_COMMITS", 1)
+    refreshed_tables = (table, C.GOLD_INTEREST_HISTORY)
+    for each in refreshed_tables:  # Delta's own checkpoint interval is left as a backstop only
+        properties = DeltaTable.forPath(spark, config.lake.path(each)).detail().collect()[0]["properties"]
+        assert properties["delta.checkpointInterval"] == "100"
 
     # a warm refresher compacts between refreshes only when no other writer holds the lock
     refresher = Refresher(config, keep_warm=True)
@@ -188,8 +200,12 @@ def test_the_edge_table_is_compacted_by_user_key_its_rows_and_mark_unchanged(spa
         beside.start()
         beside.join()
     assert refresher.compactions == 0 and refresh_job.edges_due_for_compaction(spark, config.lake)
+    # a checkpoint writes no commit: it needs no lock
+    assert refresher.checkpoints == 2 and all(
+        last_checkpoint(config, each) == io.table_version(spark, config.lake, each) for each in refreshed_tables)
     refresher._between_refreshes()
     assert refresher.compactions == 1 and not refresh_job.edges_due_for_compaction(spark, config.lake)
+    assert refresher.checkpoints == 3 and last_checkpoint(config, table) == io.table_version(spark, config.lake, table)
 
     assert all_columns(spark, config) == rows  # every row as it was, to the column
     assert io.last_noted_commit(spark, config.lake, table) == noted  # the last refresh's mark stands
@@ -206,14 +222,13 @@ def test_the_edge_table_is_compacted_by_user_key_its_rows_and_mark_unchanged(spa
     run_ingest(config, end_of(day))
     run_aggregate(config, end_of(day))
     result = run_refresh(config, end_of(day))
-    assert result["mode"] == "incremental" and "compact" in result["seconds_by_step"]
+    assert result["mode"] == "incremental" and {"compact", "checkpoint"} <= result["seconds_by_step"].keys()
     assert io.commits_since_rewrite(spark, config.lake, table, depth=10) == 0
+    assert all(last_checkpoint(config, each) == io.table_version(spark, config.lake, each) for each in refreshed_tables)
 
 
 def test_commits_since_a_rewrite_read_from_the_history_where_the_commit_files_cannot_be(spark, refreshed,
                                                                                       monkeypatch) -> None:
-    from delta.tables import DeltaTable
-
     config, table = refreshed["config"], C.GOLD_INTEREST_EDGES
 
     def unreadable(*args, **kwargs):
