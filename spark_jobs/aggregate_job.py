@@ -22,9 +22,14 @@ from spark_jobs import io
 from spark_jobs.faults import crash_point
 from spark_jobs.schemas import TABLE_SCHEMAS
 from spark_jobs.settings import AggregateSettings, Lake
-from spark_jobs.transforms.aggregate import dirty_users, item_topics, user_item_affinity, user_topic_affinity
+from spark_jobs.transforms.aggregate import HAS_NEW_EVENTS, dirty_users, item_topics, user_item_affinity, user_topic_affinity
 
 log = logging.getLogger(__name__)
+
+#: An incremental run names the users with events in the batches it took in its watermark commit's
+#: note when they are at most this many (about 35 bytes each): a refresh then finds its dirty users
+#: there (:func:`spark_jobs.io.noted_new_event_users`) instead of querying silver.events.
+NOTED_USERS = 1_000
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,14 @@ def aggregate(
         full = True
     params = dict(as_of=as_of, half_life_days=settings.half_life_days, weights=settings.event_weights)
 
-    dirty = None
+    dirty, with_new_events = None, []
     if not full:
         dirty = dirty_users(
             events, after_batch_seq=int(wm[C.LAST_BATCH_SEQ]), previous_as_of=previous_as_of, as_of=as_of
         ).persist()
-        dirty_keys = sorted(r[C.USER_KEY] for r in dirty.collect())
+        dirty_rows = dirty.collect()
+        dirty_keys = sorted(r[C.USER_KEY] for r in dirty_rows)
+        with_new_events = [r[C.USER_KEY] for r in dirty_rows if r[HAS_NEW_EVENTS]]
         n_dirty = len(dirty_keys)
         n_users = events.select(C.USER_KEY).distinct().count()
         if n_dirty > settings.max_dirty_fraction * n_users:
@@ -115,7 +122,10 @@ def aggregate(
             crash_point("after_user_topic")
         dirty.unpersist()
 
-    io.write_watermark(spark, lake, C.PIPELINE_AGGREGATE, last_batch_seq=last_seq, as_of=as_of, updated_at=as_of)
+    # a refresh finds the users of the batches this run took in its note (no query of silver.events)
+    noted = None if full or len(with_new_events) > NOTED_USERS else (int(wm[C.LAST_BATCH_SEQ]), with_new_events)
+    io.write_watermark(spark, lake, C.PIPELINE_AGGREGATE, last_batch_seq=last_seq, as_of=as_of, updated_at=as_of,
+                       new_event_users=noted)
     crash_point("after_watermark")
     result = AggregateResult(
         mode=mode,

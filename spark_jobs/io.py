@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -490,6 +490,9 @@ def read_watermarks(spark: "SparkSession", lake: Lake) -> dict[str, dict[str, ob
 
 #: The key of a watermark commit's note: the row the commit wrote (:func:`noted_watermark`).
 WATERMARK_NOTE = "watermark"
+#: The key of a watermark note naming the users with events in the batches the run took
+#: (:func:`noted_new_event_users`): ``{"after_batch_seq": int, "users": [user_key, ...]}``.
+NEW_EVENT_USERS_NOTE = "new_event_users"
 _WATERMARK_TIMES = (C.MAX_EVENT_TS, C.AS_OF, C.UPDATED_AT)  # the row's times, kept as ISO text in a note
 
 
@@ -503,18 +506,25 @@ def write_watermark(
     max_event_ts: datetime | None = None,
     as_of: datetime | None = None,
     model_version: str | None = None,
+    new_event_users: tuple[int, Sequence[str]] | None = None,
 ) -> None:
     """Move ``pipeline``'s watermark (one MERGE on the pipeline name).
 
     ``model_version``: the model a refresh completed with, so a run killed after writing edges
-    with a new ``@champion`` but before this mark is re-run in full.
+    with a new ``@champion`` but before this mark is re-run in full. ``new_event_users``:
+    ``(after_batch_seq, user_keys)``, the users with events in the batches this run took (those
+    after ``after_batch_seq``), named in the commit's note only (:func:`noted_new_event_users`).
     """
     from spark_jobs.schemas import OPS_WATERMARKS
 
     row = {C.PIPELINE: pipeline, C.LAST_BATCH_SEQ: int(last_batch_seq), C.MAX_EVENT_TS: max_event_ts,
            C.AS_OF: as_of, C.UPDATED_AT: updated_at, C.MODEL_VERSION: model_version}
+    note: dict[str, object] = {WATERMARK_NOTE: _note_row(row)}
+    if new_event_users is not None:
+        after, users = new_event_users
+        note[NEW_EVENT_USERS_NOTE] = {"after_batch_seq": int(after), "users": sorted(users)}
     merge_upsert(spark, lake, C.OPS_WATERMARKS, spark.createDataFrame([row], OPS_WATERMARKS), [C.PIPELINE],
-                 local_source=True, commit_note=json.dumps({WATERMARK_NOTE: _note_row(row)}))
+                 local_source=True, commit_note=json.dumps(note))
 
 
 def _note_row(row: dict[str, object]) -> dict[str, object]:
@@ -547,6 +557,41 @@ def noted_watermark(
     except (Py4JError, AttributeError, TypeError, ValueError):
         return None
     return None
+
+
+def noted_new_event_users(
+    spark: "SparkSession", lake: Lake, pipeline: str, *, after_batch_seq: int, upto_batch_seq: int,
+    version: int | None = None, depth: int = 50,
+) -> list[str] | None:
+    """The users (sorted) with events in batches ``(after_batch_seq, upto_batch_seq]``, from the
+    watermark notes of ``pipeline``'s runs (:func:`write_watermark`'s ``new_event_users``) up to
+    Delta ``version`` of ``ops.watermarks``: a few commit files read in the JVM, no Spark job.
+    None unless the noted runs take exactly those batches, one after another from
+    ``upto_batch_seq`` down to ``after_batch_seq`` (a run noted no users: a full one, or one with
+    too many; a commit without a watermark note; more than ``depth`` commits back): then query."""
+    from py4j.protocol import Py4JError
+
+    users: set[str] = set()
+    reached = upto_batch_seq  # the noted runs account for every batch above this one
+    try:
+        path = ensure_table(spark, lake, C.OPS_WATERMARKS)
+        for _, note in _commit_notes(spark, path, depth, newest=version):
+            if reached <= after_batch_seq:
+                break
+            noted = json.loads(note) if note else {}
+            row = noted.get(WATERMARK_NOTE)
+            if not isinstance(row, dict):
+                return None
+            if row.get(C.PIPELINE) != pipeline:
+                continue
+            taken = noted.get(NEW_EVENT_USERS_NOTE)
+            if not isinstance(taken, dict) or row.get(C.LAST_BATCH_SEQ) != reached:
+                return None
+            users.update(taken["users"])
+            reached = int(taken["after_batch_seq"])
+    except (Py4JError, AttributeError, TypeError, ValueError, KeyError):
+        return None
+    return sorted(users) if reached == after_batch_seq else None
 
 
 def _note_time(value: object) -> datetime | None:

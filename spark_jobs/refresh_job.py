@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Up to this many new events, the keys of a refresh's dirty users are collected as they come and
+#: made distinct on the driver: one Spark stage, where a ``distinct`` takes two and a shuffle
+#: (0.60 against 0.45 s to find one user here); a larger increment pays a scan of this many rows
+#: before its ``distinct``.
+DIRTY_EVENTS_ON_DRIVER = 10_000
+
 #: Above this many dirty users the edge table is rewritten whole instead of replacing the users'
 #: rows by a ``user_key IN (...)`` predicate (a predicate of tens of thousands of keys costs more
 #: to plan than the rewrite).
@@ -148,12 +154,28 @@ def read_progress(spark: "SparkSession", lake: Lake, known: RefreshProgress | No
     return RefreshProgress(aggregated_as_of, aggregated_batch_seq, refreshed, edges, watermarks)
 
 
-def dirty_users(spark: "SparkSession", lake: Lake, *, after_batch_seq: int | None, upto_batch_seq: int) -> list[str]:
+def dirty_users(
+    spark: "SparkSession", lake: Lake, *, after_batch_seq: int | None, upto_batch_seq: int,
+    watermarks_version: int | None = None,
+) -> list[str]:
     """The user_keys (sorted) of users with events in batches ``(after_batch_seq, upto_batch_seq]``
-    (every user when ``after_batch_seq`` is None)."""
+    (every user when ``after_batch_seq`` is None).
+
+    Read from the aggregate's watermark notes up to ``watermarks_version`` where they name those
+    users (:func:`io.noted_new_event_users`: no Spark job); else from silver.events, where the keys
+    of up to :data:`DIRTY_EVENTS_ON_DRIVER` new events are made distinct on the driver and more
+    take a ``distinct`` in Spark."""
+    if after_batch_seq is not None:
+        noted = io.noted_new_event_users(spark, lake, C.PIPELINE_AGGREGATE, after_batch_seq=after_batch_seq,
+                                         upto_batch_seq=upto_batch_seq, version=watermarks_version)
+        if noted is not None:
+            return noted
     events = io.read_table(spark, lake, C.SILVER_EVENTS)
     if after_batch_seq is not None:
         events = events.where((F.col(C.BATCH_SEQ) > after_batch_seq) & (F.col(C.BATCH_SEQ) <= upto_batch_seq))
+        few = events.select(C.USER_KEY).limit(DIRTY_EVENTS_ON_DRIVER + 1).collect()
+        if len(few) <= DIRTY_EVENTS_ON_DRIVER:
+            return sorted({r[0] for r in few})
     return sorted(r[0] for r in events.select(C.USER_KEY).distinct().collect())
 
 

@@ -205,7 +205,8 @@ class Refresher:
         steps["progress and models"] = time.perf_counter() - t0
 
         dirty_keys = refresh_job.dirty_users(spark, config.lake, after_batch_seq=after,
-                                             upto_batch_seq=progress.aggregated_batch_seq)
+                                             upto_batch_seq=progress.aggregated_batch_seq,
+                                             watermarks_version=progress.watermarks_version)
         n_dirty = len(dirty_keys)
         if n_dirty == 0:
             log.info("refresh: no user has new behaviour since batch %s; nothing written", after or 0)

@@ -18,6 +18,11 @@ from uig_common import names as C
 from uig_common.timeutil import decay_factor
 
 
+#: A column of :func:`dirty_users`: whether the user has events in the new batches (what a refresh
+#: of the interest graph re-materialises), not only an event that entered the window.
+HAS_NEW_EVENTS = "has_new_events"
+
+
 def _as_of_lit(as_of: datetime) -> Column:
     return F.lit(as_of).cast("timestamp")
 
@@ -167,13 +172,14 @@ def decay_to(affinity: DataFrame, *, as_of: datetime, half_life_days: float) -> 
 def dirty_users(
     events: DataFrame, *, after_batch_seq: int, previous_as_of: datetime | None, as_of: datetime
 ) -> DataFrame:
-    """Users whose affinities changed since the last run.
+    """Users whose affinities changed since the last run (user_key, and :data:`HAS_NEW_EVENTS`).
 
-    Either they have events from batches ingested after the watermark (late events included),
-    or an event that was in the future at the previous ``as_of`` now falls inside the window.
+    Either they have events from batches ingested after the watermark (late events included:
+    :data:`HAS_NEW_EVENTS` is true), or an event that was in the future at the previous ``as_of``
+    now falls inside the window.
     """
     new_batches = F.col(C.BATCH_SEQ) > F.lit(after_batch_seq)
     cond = new_batches
     if previous_as_of is not None:
         cond = cond | ((F.col(C.TS) > _as_of_lit(previous_as_of)) & (F.col(C.TS) <= _as_of_lit(as_of)))
-    return events.where(cond).select(C.USER_KEY).distinct()
+    return events.where(cond).groupBy(C.USER_KEY).agg(F.max(new_batches).alias(HAS_NEW_EVENTS))

@@ -53,6 +53,17 @@ def test_incremental_equals_full_rebuild(spark, config):
     assert second["mode"] == "incremental"
     assert day3_users <= second["dirty_users"] <= day3_users + 1
     assert second["dirty_users"] < events.select(C.USER_KEY).distinct().count()
+    # its watermark's note names the users with events in the batches it took (a refresh's dirty users)
+    new_batches = events.where(F.col(C.BATCH_SEQ) > first["last_batch_seq"]).select(C.USER_KEY).distinct()
+    new_users = sorted(r[0] for r in new_batches.collect())
+    assert late_user in new_users and len(new_users) == day3_users + 1
+
+    def noted(after: int) -> list[str] | None:
+        return io.noted_new_event_users(spark, config.lake, C.PIPELINE_AGGREGATE, after_batch_seq=after,
+                                        upto_batch_seq=second["last_batch_seq"])
+
+    assert noted(first["last_batch_seq"]) == new_users
+    assert noted(first["last_batch_seq"] - 1) is None  # reaches into the first (full) run, which names none
     # The dirty users' old rows were marked deleted (deletion vectors), no file was rewritten.
     for table in (C.GOLD_USER_ITEM_AFFINITY, C.GOLD_USER_TOPIC_AFFINITY):
         metrics = DeltaTable.forPath(spark, config.lake.path(table)).history(1).collect()[0]["operationMetrics"]

@@ -92,13 +92,32 @@ def test_first_refresh_covers_every_user_with_explained_edges(spark, refreshed) 
         assert "←" in explanation and ("rated" in explanation or "recommended" in explanation or "close to" in explanation)
 
 
-def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed) -> None:
+def test_incremental_refresh_touches_only_the_new_days_users(spark, refreshed, monkeypatch) -> None:
     config, second, before = refreshed["config"], refreshed["second"], refreshed["before"]
     day_users = {
         r[0] for r in io.read_table(spark, config.lake, C.SILVER_EVENTS)
         .where(f"{C.EVENT_DATE} = '{refreshed['day']}'").select(C.USER_KEY).distinct().collect()
     }
     assert second["mode"] == "incremental" and second["dirty_users"] == len(day_users) > 0
+    # the day's users as the aggregate's watermark note names them, and as silver.events holds them:
+    # the keys of the new events made distinct on the driver, or by a distinct in Spark
+    marks = DeltaTable.forPath(spark, config.lake.path(C.GOLD_INTEREST_EDGES)).history().where("userMetadata IS NOT NULL")
+    since, upto = (refresh_job.RefreshMark.from_note(r["version"], r["userMetadata"]).batch_seq  # type: ignore[union-attr]
+                   for r in marks.orderBy("version").collect()[-2:])
+    real_noted, noted = io.noted_new_event_users, []
+
+    def noted_and_kept(*args, **kwargs) -> list[str] | None:
+        noted.append(real_noted(*args, **kwargs))
+        return noted[-1]
+
+    monkeypatch.setattr(io, "noted_new_event_users", noted_and_kept)
+    found = [refresh_job.dirty_users(spark, config.lake, after_batch_seq=since, upto_batch_seq=upto)]
+    assert noted == found  # read from the note
+    monkeypatch.setattr(io, "noted_new_event_users", lambda *args, **kwargs: None)
+    found.append(refresh_job.dirty_users(spark, config.lake, after_batch_seq=since, upto_batch_seq=upto))
+    monkeypatch.setattr(refresh_job, "DIRTY_EVENTS_ON_DRIVER", 1)
+    found.append(refresh_job.dirty_users(spark, config.lake, after_batch_seq=since, upto_batch_seq=upto))
+    assert found == [sorted(day_users)] * 3
     assert refreshed["refresher"].model_loads == 1  # the warm refresher kept @champion between the refreshes
     after = all_columns(spark, config)
     untouched = {k: v for k, v in refreshed["rows_before"].items() if k[0] not in day_users}

@@ -8,7 +8,7 @@ import pytest
 
 from uig_common import names as C
 from spark_jobs.schemas import SILVER_EVENTS, SILVER_ITEMS
-from spark_jobs.transforms.aggregate import decay_to, dirty_users, item_topics, user_item_affinity, user_topic_affinity
+from spark_jobs.transforms.aggregate import HAS_NEW_EVENTS, decay_to, dirty_users, item_topics, user_item_affinity, user_topic_affinity
 
 AS_OF = datetime(1998, 1, 31, tzinfo=timezone.utc)
 WEIGHTS = {"view": 0.1, "rate": 1.0, "search": 0.0}
@@ -104,6 +104,11 @@ def test_user_topic_sums_item_weights(spark, events):
 
 
 def test_dirty_users_new_batches_and_events_entering_the_window(events):
-    assert {r[C.USER_KEY] for r in dirty_users(events, after_batch_seq=1, previous_as_of=None, as_of=AS_OF).collect()} == {"u1", "u2"}
-    assert {r[C.USER_KEY] for r in dirty_users(events, after_batch_seq=3, previous_as_of=AS_OF, as_of=AS_OF + timedelta(days=1)).collect()} == {"u2"}
-    assert dirty_users(events, after_batch_seq=3, previous_as_of=AS_OF, as_of=AS_OF).count() == 0
+    def dirty(**kwargs) -> dict[str, bool]:
+        return {r[C.USER_KEY]: r[HAS_NEW_EVENTS] for r in dirty_users(events, **kwargs).collect()}
+
+    assert dirty(after_batch_seq=1, previous_as_of=None, as_of=AS_OF) == {"u1": True, "u2": True}
+    # u2's event of batch 3 entered the window: dirty, with no new events
+    assert dirty(after_batch_seq=3, previous_as_of=AS_OF, as_of=AS_OF + timedelta(days=1)) == {"u2": False}
+    assert dirty(after_batch_seq=2, previous_as_of=AS_OF, as_of=AS_OF + timedelta(days=1)) == {"u2": True}
+    assert dirty(after_batch_seq=3, previous_as_of=AS_OF, as_of=AS_OF) == {}
