@@ -56,16 +56,16 @@ fi
 # Compiled against the Hadoop that ships inside pyspark (so its version always matches).
 HADOOP_API=$(ls .venv/lib/python*/site-packages/pyspark/jars/hadoop-client-api-*.jar)
 LOCAL_FS_SOURCES=(infra/local-fs/uig/hadoop/*.java)
-if ! stamp_ok .jars/.uig-local-fs "$HADOOP_API" "${LOCAL_FS_SOURCES[@]}"; then
-  if command -v javac >/dev/null; then
-    say "compiling infra/local-fs into .jars/uig-local-fs.jar"
-    build=$(mktemp -d)
-    javac --release 17 -nowarn -cp "$HADOOP_API" -d "$build" "${LOCAL_FS_SOURCES[@]}"
+if [[ ! -f .jars/uig-local-fs.jar ]] || ! stamp_ok .jars/.uig-local-fs "$HADOOP_API" "${LOCAL_FS_SOURCES[@]}"; then
+  rm -f .jars/uig-local-fs.jar .jars/.uig-local-fs  # never a jar built against another Hadoop
+  build=$(mktemp -d)
+  if command -v javac >/dev/null && javac --release 17 -nowarn -cp "$HADOOP_API" -d "$build" "${LOCAL_FS_SOURCES[@]}"; then
     jar cf .jars/uig-local-fs.jar -C "$build" .
-    rm -rf "$build"
     write_stamp .jars/.uig-local-fs "$HADOOP_API" "${LOCAL_FS_SOURCES[@]}"
+    say "compiled infra/local-fs into .jars/uig-local-fs.jar"
   else
-    say "no javac: Spark keeps Hadoop's own local file system (a chmod and a readlink process per file)"
+    say "WARNING: no JDK 17 javac: Spark keeps Hadoop's own local file system (a chmod or readlink process per file: slower)"
   fi
+  rm -rf "$build"
 fi
 say "ready: $(ls .jars/*.jar | wc -l) jars in .jars/, python $(.venv/bin/python --version)"

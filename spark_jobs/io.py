@@ -137,7 +137,9 @@ def get_spark(settings: SparkSettings, app_name: str = "uig") -> "SparkSession":
         .config("spark.hadoop.fs.permissions.umask-mode", f"{settings.file_umask:03o}")
     )
     local_fs = settings.jars_dir / LOCAL_FS_JAR
-    if local_fs.exists():  # on the JVMs' own class path: Hadoop loads file systems before spark.jars
+    # on the JVMs' own class path (Hadoop loads file systems before spark.jars), so local masters
+    # only: a cluster's workers need not hold the jar at this path
+    if local_fs.exists() and settings.master.startswith("local"):
         builder = (builder.config("spark.driver.extraClassPath", str(local_fs.resolve()))
                    .config("spark.executor.extraClassPath", str(local_fs.resolve()))
                    .config("spark.hadoop.fs.file.impl", "uig.hadoop.NoForkLocalFileSystem")

@@ -26,7 +26,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from spark_jobs import io
 from spark_jobs.faults import crash_point
-from spark_jobs.schemas import TABLE_SCHEMAS
+from spark_jobs.schemas import TABLE_PROPERTIES, TABLE_SCHEMAS
 from spark_jobs.settings import Lake
 from spark_jobs.transforms.edges import edges_after_refresh
 from uig_common import names as C
@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Up to this many new events, the keys of a refresh's dirty users are collected as they come and
-#: made distinct on the driver: one Spark stage, where a ``distinct`` takes two and a shuffle
-#: (0.60 against 0.45 s to find one user here); a larger increment pays a scan of this many rows
-#: before its ``distinct``.
+#: made distinct on the driver: no shuffle, where a ``distinct`` takes two stages and one (0.45
+#: against 0.60 s to find one user here; a limit over many files may take a few jobs); a larger
+#: increment scans its events twice, for the limit and for its ``distinct``.
 DIRTY_EVENTS_ON_DRIVER = 10_000
 
 #: Above this many dirty users the edge table is rewritten whole instead of replacing the users'
@@ -63,10 +63,11 @@ COMPACT_AFTER_COMMITS = 8
 #: Edge rows per file of a compacted edge table (one range of user keys each; about 5 MB).
 EDGES_PER_FILE = 50_000
 
-#: A refresher writes the edge and history tables' checkpoints once this many commits came after
-#: the last one (Delta's own default interval; these tables' own is set high, see
-#: ``spark_jobs.schemas.TABLE_PROPERTIES``).
+#: A refresher writes the checkpoints of the tables that set Delta's own interval high (the edge
+#: and history tables: ``spark_jobs.schemas.TABLE_PROPERTIES``) once this many commits came after
+#: the last one (Delta's default interval).
 CHECKPOINT_AFTER_COMMITS = 10
+CHECKPOINTED_BY_REFRESHER = tuple(t for t, p in TABLE_PROPERTIES.items() if "delta.checkpointInterval" in p)
 
 
 @dataclass(frozen=True)
@@ -336,8 +337,7 @@ def compact_edges(spark: "SparkSession", lake: Lake) -> int:
 def checkpoint_refreshed_tables(spark: "SparkSession", lake: Lake) -> list[str]:
     """Write the checkpoint of the edge and history tables where :data:`CHECKPOINT_AFTER_COMMITS`
     commits came after their last one (:func:`io.checkpoint`); the tables checkpointed."""
-    return [table for table in (C.GOLD_INTEREST_EDGES, C.GOLD_INTEREST_HISTORY)
-            if io.checkpoint(spark, lake, table, CHECKPOINT_AFTER_COMMITS)]
+    return [table for table in CHECKPOINTED_BY_REFRESHER if io.checkpoint(spark, lake, table, CHECKPOINT_AFTER_COMMITS)]
 
 
 def replace_user_edges(

@@ -61,10 +61,14 @@ def test_local_files_get_their_mode_and_links_their_status_without_a_process(spa
     assert files[0].stat().st_mode & 0o777 == 0o604
     hadoops_own = jvm.org.apache.hadoop.fs.RawLocalFileSystem()
     hadoops_own.initialize(jvm.java.net.URI("file:///"), hadoop_conf)
-    link = tmp_path / "link"
+    link, dangling = tmp_path / "link", tmp_path / "dangling"
     link.symlink_to(files[0])
-    for where in (link, files[0], table):
-        ours, theirs = fs.getFileLinkStatus(path(where.as_uri())), hadoops_own.getFileLinkStatus(path(where.as_uri()))
-        assert (ours.isSymlink(), ours.isDirectory(), ours.getLen()) == (
-            theirs.isSymlink(), theirs.isDirectory(), theirs.getLen())
+    dangling.symlink_to(tmp_path / "gone")
+    statuses = []
+    # Hadoop's own sees a link by a bare path only (it runs readlink on the path's text, scheme included)
+    for where in (str(link), str(dangling), link.as_uri(), files[0].as_uri(), table.as_uri()):
+        ours, theirs = fs.getFileLinkStatus(path(where)), hadoops_own.getFileLinkStatus(path(where))
+        statuses.append((ours.isSymlink(), ours.isDirectory(), ours.getLen()))
+        assert statuses[-1] == (theirs.isSymlink(), theirs.isDirectory(), theirs.getLen()), where
+    assert [symlink for symlink, _, _ in statuses] == [True, True, False, False, False]
     assert context.getFileLinkStatus(path(table.as_uri())).isDirectory()

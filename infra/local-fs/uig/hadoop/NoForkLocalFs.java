@@ -6,6 +6,9 @@ import java.net.URISyntaxException;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.ChecksumFs;
 import org.apache.hadoop.fs.DelegateToFileSystem;
+import org.apache.hadoop.fs.FsServerDefaults;
+import org.apache.hadoop.fs.Path;
+import org.apache.hadoop.fs.local.LocalConfigKeys;
 
 /**
  * {@code fs.AbstractFileSystem.file.impl}: the same for Hadoop's FileContext API, which Delta's
@@ -25,6 +28,18 @@ public class NoForkLocalFs extends ChecksumFs {
     @Override
     public boolean isValidName(String src) {
       return true;
+    }
+
+    /** As Hadoop's RawLocalFs: the local file system's block and checksum sizes. */
+    @Override
+    @Deprecated
+    public FsServerDefaults getServerDefaults() throws IOException {
+      return LocalConfigKeys.getServerDefaults();
+    }
+
+    @Override
+    public FsServerDefaults getServerDefaults(Path f) throws IOException {
+      return LocalConfigKeys.getServerDefaults();
     }
   }
 }

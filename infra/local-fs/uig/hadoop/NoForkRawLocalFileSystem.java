@@ -22,9 +22,13 @@ import org.apache.hadoop.fs.permission.FsPermission;
  */
 public class NoForkRawLocalFileSystem extends RawLocalFileSystem {
 
-  /** The same mode {@code chmod} would set (the sticky bit aside, which files never carry here). */
+  /** The same mode {@code chmod} would set; a sticky bit (which java.nio cannot set) still goes to Hadoop's. */
   @Override
   public void setPermission(Path p, FsPermission permission) throws IOException {
+    if (permission.getStickyBit()) {
+      super.setPermission(p, permission);
+      return;
+    }
     Files.setPosixFilePermissions(pathToFile(p).toPath(), posix(permission));
   }
 
