@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Up to this many new events, the keys of a refresh's dirty users are collected as they come and
-#: made distinct on the driver: no shuffle, where a ``distinct`` takes two stages and one (0.45
-#: against 0.60 s to find one user here; a limit over many files may take a few jobs); a larger
-#: increment scans its events twice, for the limit and for its ``distinct``.
+#: made distinct on the driver: no shuffle, where a ``distinct`` takes two stages and a shuffle
+#: (0.45 against 0.60 s to find one user here; a limit over many files may take a few jobs); a
+#: larger increment scans its events twice, for the limit and for its ``distinct``.
 DIRTY_EVENTS_ON_DRIVER = 10_000
 
 #: Above this many dirty users the edge table is rewritten whole instead of replacing the users'
