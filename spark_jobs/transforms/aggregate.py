@@ -149,10 +149,15 @@ def user_topic_affinity(user_items: DataFrame, topics: DataFrame) -> DataFrame:
 
     ``n_items`` counts rows, not distinct items: ``user_items`` has one row per (user, item) and
     ``topics`` one per (item, topic, type), as their tables promise, so each row of a group is
-    another item (a distinct count would cost an extra aggregation, about half this function's time)."""
-    joined = user_items.select(C.USER_KEY, C.ITEM_ID, F.col(C.WEIGHT).alias("w"), C.LAST_TS, C.AS_OF).join(
-        topics, C.ITEM_ID
+    another item (a distinct count would cost an extra aggregation, about half this function's time).
+
+    The user rows are shuffled by user *before* the join with the (small, broadcast) topics: a
+    group never spans two users, so the aggregation needs no second shuffle of the joined rows,
+    about 20 times as many (MovieLens items carry about 20 topics each)."""
+    by_user = user_items.select(C.USER_KEY, C.ITEM_ID, F.col(C.WEIGHT).alias("w"), C.LAST_TS, C.AS_OF).repartition(
+        C.USER_KEY
     )
+    joined = by_user.join(F.broadcast(topics), C.ITEM_ID)
     return joined.groupBy(C.USER_KEY, C.TOPIC_ID, C.TOPIC_TYPE).agg(
         F.sum(F.col("w") * F.col(C.WEIGHT)).alias(C.WEIGHT),
         F.count("*").alias(C.N_ITEMS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -101,6 +102,17 @@ def test_user_topic_sums_item_weights(spark, events):
     out = {r[C.TOPIC_ID]: r for r in user_topic_affinity(user_items, topics).collect()}
     assert out["genre:Drama"][C.WEIGHT] == pytest.approx(0.725) and out["genre:Drama"][C.N_ITEMS] == 2
     assert out["genre:Crime"][C.WEIGHT] == pytest.approx(0.125)
+
+
+def test_user_topic_shuffles_only_the_user_rows(spark):
+    """One shuffle, of the user rows by user: the aggregation of the joined rows reuses it."""
+    user_items = spark.createDataFrame([("u1", "1", 0.5, AS_OF, AS_OF)],
+                                       f"{C.USER_KEY} string, {C.ITEM_ID} string, {C.WEIGHT} double, {C.LAST_TS} timestamp, {C.AS_OF} timestamp")
+    topics = spark.createDataFrame([("1", "genre:Drama", "genre", 1.0)],
+                                   f"{C.ITEM_ID} string, {C.TOPIC_ID} string, {C.TOPIC_TYPE} string, {C.WEIGHT} double")
+    plan = user_topic_affinity(user_items, topics)._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("Exchange hashpartitioning") == 1, plan
+    assert re.search(rf"Exchange hashpartitioning\({C.USER_KEY}#\d+, \d+\)", plan), plan  # by user alone
 
 
 def test_dirty_users_new_batches_and_events_entering_the_window(events):
