@@ -72,6 +72,7 @@ def parse_events(
     names = PARSED_EVENTS.fieldNames()
 
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        user_keys: dict[str, str] = {}  # a user's events share one keyed hash (users recur within a batch)
         for pdf in batches:
             rows = []
             for batch_id, source_file, line_no, raw, length in zip(
@@ -89,7 +90,11 @@ def parse_events(
                 if isinstance(result, Rejection):
                     rows.append((*lineage, *([None] * 9), result.reason, result.detail, redacted_preview(raw), int(length)))
                 else:
-                    user_key = pseudonymise_user_id(user_salt, result.user_id)
+                    user_key = user_keys.get(result.user_id)
+                    if user_key is None:
+                        if len(user_keys) >= 100_000:
+                            user_keys.clear()
+                        user_key = user_keys[result.user_id] = pseudonymise_user_id(user_salt, result.user_id)
                     rows.append(
                         (
                             *lineage,
@@ -99,7 +104,7 @@ def parse_events(
                             result.item_id,
                             result.query,
                             result.rating,
-                            pd.Timestamp(result.ts),
+                            result.ts,
                             result.source,
                             result.content_hash(user_key),
                             None,
@@ -109,7 +114,7 @@ def parse_events(
                         )
                     )
             frame = pd.DataFrame.from_records(rows, columns=names)
-            frame[C.TS] = pd.to_datetime(frame[C.TS], utc=True)
+            frame[C.TS] = pd.to_datetime(frame[C.TS], utc=True)  # aware datetimes (None for rejections)
             yield frame
 
     return bronze.mapInPandas(parse, PARSED_EVENTS)

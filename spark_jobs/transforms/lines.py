@@ -89,6 +89,18 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return obj
 
 
+#: One decoder for every line: ``json.loads(text, object_pairs_hook=...)`` builds a new one per
+#: call, a third of the time the validator spends on a plain line.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+
+
+def _load_json(text: str) -> object:
+    """``json.loads(text, object_pairs_hook=_no_duplicate_keys)``, same result and same errors."""
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
 _USER_ID_VALUE = re.compile(r'("user_id"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\s]*)')
 
 
@@ -217,7 +229,7 @@ def _validate(
     if not text.strip():
         return Rejection("empty_line", "blank line")
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        obj = _load_json(text)
     except _DuplicateKey as exc:
         return Rejection("duplicate_key", f"key {str(exc)[:40]!r} appears twice")
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer of > 4300 digits

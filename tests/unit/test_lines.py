@@ -218,3 +218,19 @@ def test_arbitrary_json_events_get_clean_or_a_reason(event):
 @given(_json_values)
 def test_arbitrary_json_documents_get_clean_or_a_reason(value):
     _outcome(json.dumps(value, allow_nan=True).encode("utf-8", errors="surrogatepass"))
+
+
+def _decoded(load, text: str) -> tuple[str, object]:
+    try:
+        return "value", load(text)
+    except Exception as exc:  # noqa: BLE001 — the kind and message are what is compared
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(max_size=40), _json_values.map(json.dumps), _events.map(json.dumps),
+                 _events.map(lambda e: "\ufeff" + json.dumps(e))))
+def test_the_shared_decoder_reads_as_json_loads_does(text):
+    from spark_jobs.transforms.lines import _load_json, _no_duplicate_keys
+
+    assert _decoded(_load_json, text) == _decoded(lambda t: json.loads(t, object_pairs_hook=_no_duplicate_keys), text)
