@@ -14,6 +14,8 @@ from spark_jobs.transforms.lines import (
     REASONS,
     Rejection,
     ValidEvent,
+    _load_json,
+    _no_duplicate_keys,
     pseudonymise_user_id,
     redacted_preview,
     split_lines,
@@ -231,6 +233,4 @@ def _decoded(load, text: str) -> tuple[str, object]:
 @given(st.one_of(st.text(max_size=40), _json_values.map(json.dumps), _events.map(json.dumps),
                  _events.map(lambda e: "\ufeff" + json.dumps(e))))
 def test_the_shared_decoder_reads_as_json_loads_does(text):
-    from spark_jobs.transforms.lines import _load_json, _no_duplicate_keys
-
     assert _decoded(_load_json, text) == _decoded(lambda t: json.loads(t, object_pairs_hook=_no_duplicate_keys), text)
