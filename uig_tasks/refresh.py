@@ -40,11 +40,6 @@ log = logging.getLogger(__name__)
 #: a user); a refresh of more users stages each chunk's edges and still makes one edge commit.
 SCORE_CHUNK_USERS = 25_000
 
-#: Above this many dirty users their edges reach Spark as Parquet files written by Arrow
-#: (:func:`spark_jobs.refresh_job.stage_edges`), not as rows made on the driver, which travel
-#: inside a task the driver serialises whole.
-STAGE_ABOVE_USERS = 1_000
-
 #: The background warm-up's thread (``Refresher(keep_warm=True)``), and how long a refresh waits
 #: for it before going on beside it.
 WARM_THREAD, WARM_WAIT_SECONDS = "uig-refresh-warm", 120
@@ -233,7 +228,7 @@ class Refresher:
 
         # Scored a chunk of users at a time, so the driver never holds every user's edges at once.
         chunks = [dirty_keys[i:i + SCORE_CHUNK_USERS] for i in range(0, n_dirty, SCORE_CHUNK_USERS)]
-        staged = len(chunks) > 1 or n_dirty > STAGE_ABOVE_USERS
+        staged = len(chunks) > 1 or n_dirty > refresh_job.FEW_USERS
         if not staged:
             new_edges = refresh_job.edge_rows(spark, edge_frame(chunks[0]))
         else:
