@@ -46,10 +46,15 @@ def event_strength(events: DataFrame, weights: Mapping[str, float]) -> DataFrame
 def user_item_affinity(
     events: DataFrame, *, as_of: datetime, half_life_days: float, weights: Mapping[str, float]
 ) -> DataFrame:
-    """One row per (user_key, item_id) from every item event at or before ``as_of``."""
+    """One row per (user_key, item_id) from every item event at or before ``as_of``.
+
+    The events are shuffled in ranges of user keys: the aggregation needs no other shuffle (about
+    as fast as its own hash shuffle here), and each file of the table then holds one range of
+    users, so a later read or replace of a few users' rows opens a few files (the refresh's read
+    of one user's rows among 2M SYNTHETIC events: 0.36 against 0.67 s)."""
     at = _as_of_lit(as_of)
     scored = event_strength(
-        events.where(F.col(C.ITEM_ID).isNotNull() & (F.col(C.TS) <= at)), weights
+        events.where(F.col(C.ITEM_ID).isNotNull() & (F.col(C.TS) <= at)).repartitionByRange(C.USER_KEY), weights
     ).withColumn("decayed", F.col("strength") * _decay_since(F.col(C.TS), at, half_life_days))
     counts = [F.sum((F.col(C.EVENT_TYPE) == t).cast("long")).alias(f"n_{t}") for t in C.ITEM_EVENT_TYPES]
     return (

@@ -104,6 +104,15 @@ def test_user_topic_sums_item_weights(spark, events):
     assert out["genre:Crime"][C.WEIGHT] == pytest.approx(0.125)
 
 
+def test_user_items_are_shuffled_once_in_ranges_of_users(spark, events):
+    """One shuffle, in ranges of user keys alone: the aggregation reuses it, and a whole-table write
+    puts one range of users in each file."""
+    plan = user_item_affinity(events, as_of=AS_OF, half_life_days=30.0, weights=WEIGHTS)
+    text = plan._jdf.queryExecution().executedPlan().toString()
+    assert text.count("Exchange ") == 1, text
+    assert re.search(rf"Exchange rangepartitioning\({C.USER_KEY}#\d+ ASC NULLS FIRST, \d+\)", text), text
+
+
 def test_user_topic_shuffles_only_the_user_rows(spark):
     """One shuffle, of the user rows by user: the aggregation of the joined rows reuses it."""
     user_items = spark.createDataFrame([("u1", "1", 0.5, AS_OF, AS_OF)],
