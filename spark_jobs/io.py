@@ -339,16 +339,19 @@ def compact(spark: "SparkSession", lake: Lake, table: str, key: str, rows_per_fi
 
 def overwrite(
     spark: "SparkSession", lake: Lake, table: str, df: "DataFrame", replace_where: str | None = None,
-    *, overwrite_schema: bool = False, commit_note: str | None = None,
+    *, overwrite_schema: bool = False, commit_note: str | None = None, rows_per_file: int | None = None,
 ) -> None:
     """Replace the whole table, or only the rows matching ``replace_where``, in one commit.
 
     ``overwrite_schema`` (whole-table only) also replaces a stored schema that predates the
     table's contract, e.g. a column added since the table was written. ``commit_note`` is kept
     as the commit's ``userMetadata`` (:func:`last_commit_note`): what the rows were made from.
+    ``rows_per_file`` caps the rows of each file written (a task's rows in order stay in order).
     """
     path = ensure_table(spark, lake, table)
     writer = _writer(df, table, "overwrite", commit_note)
+    if rows_per_file is not None:
+        writer = writer.option("maxRecordsPerFile", int(rows_per_file))
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
     elif overwrite_schema:

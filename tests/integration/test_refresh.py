@@ -7,6 +7,7 @@ full, then the next day lands and only its users are refreshed; the tests read w
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import threading
 from datetime import datetime, time, timedelta, timezone
@@ -153,6 +154,7 @@ def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refresh
     full_config = UigConfig.from_env(data_root=copy_root, user_salt="test-salt")
     # scored a few users at a time, staged, and written in one commit (what a large graph's full refresh does)
     monkeypatch.setattr(refresh_module, "SCORE_CHUNK_USERS", 40)
+    monkeypatch.setattr(refresh_job, "EDGES_PER_FILE", 500)  # files no larger than a compaction's
     warmed: list[str] = []
     real_warm = refresh_job.warm_edges
 
@@ -180,6 +182,10 @@ def test_incremental_equals_a_full_refresh_and_a_repeat_is_a_noop(spark, refresh
               .select(C.AS_OF, C.REFRESHED_AT).distinct())
     assert [tuple(r) for r in stamps.collect()] == [(stamp, stamp)]
     assert not Path(full_config.lake.scratch(refresh_job.STAGED_EDGES)).exists()  # the staged rows are gone
+    # one range of user keys per file, 500 rows at most (a user's rows may end one file and begin the next)
+    ranges = file_key_ranges(spark, full_config)
+    assert len(ranges) >= math.ceil(len(edges(spark, full_config)) / 500)
+    assert all(high <= low for (_, high), (low, _) in zip(ranges, ranges[1:]))
 
 
 def file_key_ranges(spark, config: UigConfig) -> list[tuple[str, str]]:

@@ -1,4 +1,5 @@
-"""The Spark session get_spark starts: a driver out of heap ends the job with an error."""
+"""The Spark session get_spark starts: a driver out of heap ends the job with an error; settings
+changed for a block are put back."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from spark_jobs import io
 from spark_jobs.io import SPARK_LOG
 from uig_tasks.config import UigConfig
 
@@ -72,3 +74,15 @@ def test_local_files_get_their_mode_and_links_their_status_without_a_process(spa
         assert statuses[-1] == (theirs.isSymlink(), theirs.isDirectory(), theirs.getLen()), where
     assert [symlink for symlink, _, _ in statuses] == [True, True, False, False, False]
     assert context.getFileLinkStatus(path(table.as_uri())).isDirectory()
+
+
+def test_few_rows_settings_hold_inside_the_block_and_are_put_back(spark) -> None:
+    """A small refresh's replace runs with one shuffle partition and no adaptive re-planning; the
+    session's own settings are back after it, even when the block fails."""
+    keys = ("spark.sql.shuffle.partitions", "spark.sql.adaptive.enabled")
+    before = [spark.conf.get(k) for k in keys]
+    with pytest.raises(RuntimeError, match="the write failed"):
+        with io.few_rows(spark):
+            assert [spark.conf.get(k) for k in keys] == ["1", "false"]
+            raise RuntimeError("the write failed")
+    assert [spark.conf.get(k) for k in keys] == before
