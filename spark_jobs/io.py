@@ -166,19 +166,24 @@ _KNOWN_TABLES: set[str] = set()  # paths already checked in this process (saves 
 
 
 def ensure_table(spark: "SparkSession", lake: Lake, table: str) -> str:
-    """Create ``table`` empty with its contract schema if it does not exist; return its path."""
+    """Create ``table`` empty with its contract schema, partitions and properties if it does not
+    exist; return its path.
+
+    One ``CREATE TABLE`` commit, which writes no data file: about 0.12 s a table here, against
+    0.70 s for the empty write and the ``ALTER TABLE`` that set its properties before (a first
+    ingest and aggregate create a dozen tables)."""
+    from delta.tables import DeltaTable
+
     path = lake.path(table)
     if path in _KNOWN_TABLES and Path(path, "_delta_log").is_dir():
         return path
     if not table_exists(spark, path):
-        empty = spark.createDataFrame([], TABLE_SCHEMAS[table])
-        writer = empty.write.format("delta").mode("ignore")
+        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(TABLE_SCHEMAS[table])
         if table in TABLE_PARTITIONS:
-            writer = writer.partitionBy(*TABLE_PARTITIONS[table])
-        writer.save(path)
-        properties = ", ".join(f"'{k}' = '{v}'" for k, v in TABLE_PROPERTIES.get(table, {}).items())
-        if properties:
-            spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({properties})")
+            builder = builder.partitionedBy(*TABLE_PARTITIONS[table])
+        for key, value in TABLE_PROPERTIES.get(table, {}).items():
+            builder = builder.property(key, value)
+        builder.execute()
     _KNOWN_TABLES.add(path)
     return path
 

@@ -1,5 +1,5 @@
 """The Spark session get_spark starts: a driver out of heap ends the job with an error; settings
-changed for a block are put back."""
+changed for a block are put back; a table is created with its contract in one commit."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from dataclasses import replace
 
 import pytest
 
+from uig_common import names as C
 from spark_jobs import io
 from spark_jobs.io import SPARK_LOG
+from spark_jobs.schemas import TABLE_PARTITIONS, TABLE_PROPERTIES, TABLE_SCHEMAS
 from uig_tasks.config import UigConfig
 
 pytestmark = pytest.mark.integration
@@ -86,3 +88,18 @@ def test_few_rows_settings_hold_inside_the_block_and_are_put_back(spark) -> None
             assert [spark.conf.get(k) for k in keys] == ["1", "false"]
             raise RuntimeError("the write failed")
     assert [spark.conf.get(k) for k in keys] == before
+
+
+@pytest.mark.parametrize("table", [C.SILVER_EVENTS, C.GOLD_INTEREST_EDGES, C.OPS_BATCHES])
+def test_a_missing_table_is_created_with_its_contract_in_one_commit_without_data(spark, config, table) -> None:
+    from delta.tables import DeltaTable
+
+    path = io.ensure_table(spark, config.lake, table)
+    assert io.ensure_table(spark, config.lake, table) == path  # a second call creates nothing
+    detail = DeltaTable.forPath(spark, path).detail().collect()[0]
+    history = DeltaTable.forPath(spark, path).history().collect()
+    assert [(h["version"], h["operation"]) for h in history] == [(0, "CREATE TABLE")]
+    assert detail["numFiles"] == 0 and io.read_table(spark, config.lake, table).count() == 0
+    assert io.read_table(spark, config.lake, table).schema == TABLE_SCHEMAS[table]
+    assert detail["partitionColumns"] == TABLE_PARTITIONS.get(table, [])
+    assert detail["properties"] == TABLE_PROPERTIES.get(table, {})
