@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -65,7 +66,8 @@ def aggregate(
 ) -> AggregateResult:
     events = io.read_table(spark, lake, C.SILVER_EVENTS)
     last_seq = int(events.agg(F.max(C.BATCH_SEQ)).collect()[0][0] or 0)
-    wm = io.read_watermarks(spark, lake).get(C.PIPELINE_AGGREGATE)
+    # the row its last run wrote, from that commit's note (no Spark job), else from the table
+    wm = io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE) or io.read_watermarks(spark, lake).get(C.PIPELINE_AGGREGATE)
     previous_as_of = wm[C.AS_OF] if wm else None
     if wm is None or previous_as_of is None or as_of < previous_as_of.replace(tzinfo=timezone.utc):
         full = True  # first run, or going back in time: every user's window changes
@@ -113,13 +115,16 @@ def aggregate(
         assert dirty is not None
         mode = "incremental" if n_dirty else "noop"
         if n_dirty:
-            user_items = user_item_affinity(events.join(F.broadcast(dirty), C.USER_KEY, "left_semi"), **params)
-            io.replace_groups(spark, lake, C.GOLD_USER_ITEM_AFFINITY, user_items, C.USER_KEY, dirty_keys)
-            crash_point("after_user_item")
-            fresh = io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY).join(F.broadcast(dirty), C.USER_KEY, "left_semi")
-            io.replace_groups(spark, lake, C.GOLD_USER_TOPIC_AFFINITY, user_topic_affinity(fresh, topics),
-                              C.USER_KEY, dirty_keys, commit_note=topics_note)
-            crash_point("after_user_topic")
+            # A few users' rows (reached through broadcast joins) are recomputed and replaced as
+            # queries of a few rows, as a small refresh's edges are.
+            with io.few_rows(spark) if n_dirty <= io.FEW_USERS else nullcontext():
+                user_items = user_item_affinity(events.join(F.broadcast(dirty), C.USER_KEY, "left_semi"), **params)
+                io.replace_groups(spark, lake, C.GOLD_USER_ITEM_AFFINITY, user_items, C.USER_KEY, dirty_keys)
+                crash_point("after_user_item")
+                fresh = io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY).join(F.broadcast(dirty), C.USER_KEY, "left_semi")
+                io.replace_groups(spark, lake, C.GOLD_USER_TOPIC_AFFINITY, user_topic_affinity(fresh, topics),
+                                  C.USER_KEY, dirty_keys, commit_note=topics_note)
+                crash_point("after_user_topic")
         dirty.unpersist()
 
     # a refresh finds the users of the batches this run took in its note (no query of silver.events)

@@ -461,6 +461,12 @@ def _session_conf(spark: "SparkSession", key: str, value: str) -> Iterator[None]
             spark.conf.set(key, before)
 
 
+#: Up to this many users, a job's replace of their rows runs as a query of a few rows
+#: (:func:`few_rows`): a refresh's interest edges (about 30 a user), an incremental aggregate's
+#: affinities (a few hundred a user).
+FEW_USERS = 1_000
+
+
 @contextmanager
 def few_rows(spark: "SparkSession") -> Iterator[None]:
     """Session settings for the queries of the block, which handle a few rows (a refresh of a few

@@ -53,11 +53,10 @@ MAX_LISTED_USERS = 25_000
 
 HISTORY_KEY = (C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF)
 
-#: Up to this many dirty users (about 30 edges each), a refresh's new edges reach Spark as rows made
-#: on the driver (:func:`edge_rows`) and their replace runs as a query over a few rows
-#: (:func:`io.few_rows`); more users' edges are staged as Parquet files written by Arrow
-#: (:func:`stage_edges`): rows made on the driver travel inside a task it serialises whole.
-FEW_USERS = 1_000
+#: Up to :data:`io.FEW_USERS` dirty users, a refresh's new edges reach Spark as rows made on the
+#: driver (:func:`edge_rows`) and their replace runs as a query over a few rows (:func:`io.few_rows`);
+#: more users' edges are staged as Parquet files written by Arrow (:func:`stage_edges`): rows made
+#: on the driver travel inside a task it serialises whole.
 
 #: The scratch folder where a chunked refresh stages its edge rows before the one edge commit.
 STAGED_EDGES = "refresh_edges"
@@ -373,7 +372,7 @@ def replace_user_edges(
         rows = refreshed.unionByName(others).repartitionByRange(C.USER_KEY).sortWithinPartitions(C.USER_KEY)
         io.overwrite(spark, lake, table, rows, commit_note=commit_note, rows_per_file=EDGES_PER_FILE)
     else:
-        with io.few_rows(spark) if len(user_keys) <= FEW_USERS else nullcontext():
+        with io.few_rows(spark) if len(user_keys) <= io.FEW_USERS else nullcontext():
             io.replace_groups(spark, lake, table, refreshed, C.USER_KEY, list(user_keys), commit_note=commit_note)
 
 

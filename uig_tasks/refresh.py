@@ -179,7 +179,7 @@ class Refresher:
 
     def _refresh(self, as_of: datetime | None, full: bool) -> dict[str, Any]:
         from models.interests import interest_edges, user_histories, with_communities, with_update_policy
-        from spark_jobs import refresh_job
+        from spark_jobs import io, refresh_job
 
         config, spark = self.config, self.spark
         t0 = time.perf_counter()
@@ -228,7 +228,7 @@ class Refresher:
 
         # Scored a chunk of users at a time, so the driver never holds every user's edges at once.
         chunks = [dirty_keys[i:i + SCORE_CHUNK_USERS] for i in range(0, n_dirty, SCORE_CHUNK_USERS)]
-        staged = len(chunks) > 1 or n_dirty > refresh_job.FEW_USERS
+        staged = len(chunks) > 1 or n_dirty > io.FEW_USERS
         if not staged:
             new_edges = refresh_job.edge_rows(spark, edge_frame(chunks[0]))
         else:
