@@ -53,10 +53,10 @@ MAX_LISTED_USERS = 25_000
 
 HISTORY_KEY = (C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF)
 
-#: Up to :data:`io.FEW_USERS` dirty users, a refresh's new edges reach Spark as rows made on the
-#: driver (:func:`edge_rows`) and their replace runs as a query over a few rows (:func:`io.few_rows`);
-#: more users' edges are staged as Parquet files written by Arrow (:func:`stage_edges`): rows made
-#: on the driver travel inside a task it serialises whole.
+# Up to io.FEW_USERS dirty users, a refresh's new edges reach Spark as rows made on the driver
+# (edge_rows) and their replace runs as a query over a few rows (io.few_rows); more users' edges
+# are staged as Parquet files written by Arrow (stage_edges): rows made on the driver travel
+# inside a task it serialises whole.
 
 #: The scratch folder where a chunked refresh stages its edge rows before the one edge commit.
 STAGED_EDGES = "refresh_edges"
