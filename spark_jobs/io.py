@@ -78,8 +78,7 @@ def _jvm_output(settings: SparkSettings, app_name: str) -> Iterator[Path | None]
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     try:
         with open(path, "ab") as jvm_log:
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")  # a log line's wall clock, never data
-            jvm_log.write(f"--- {app_name}: JVM started by pid {os.getpid()} at {stamp}\n".encode())
+            jvm_log.write(f"--- {app_name}: JVM started by pid {os.getpid()}\n".encode())
             jvm_log.flush()
             for fd in saved:
                 os.dup2(jvm_log.fileno(), fd)
@@ -337,9 +336,16 @@ def compact(spark: "SparkSession", lake: Lake, table: str, key: str, rows_per_fi
     path = ensure_table(spark, lake, table)
     current = read_table(spark, lake, table)
     files = max(1, math.ceil(current.count() / rows_per_file))
-    rows = current.repartitionByRange(files, key).sortWithinPartitions(key)
-    _writer(rows, table, "overwrite").option("dataChange", "false").save(path)
+    _writer(in_key_ranges(current, key, files), table, "overwrite").option("dataChange", "false").save(path)
     return files
+
+
+def in_key_ranges(df: "DataFrame", key: str, partitions: int | None = None) -> "DataFrame":
+    """``df``'s rows shuffled into ranges of ``key`` (``partitions`` of them; default the session's
+    shuffle partitions) and sorted by it within each: each file a write makes of them holds one
+    range, so a later change of a few keys' rows finds them in a few files by their statistics."""
+    ranged = df.repartitionByRange(partitions, key) if partitions else df.repartitionByRange(key)
+    return ranged.sortWithinPartitions(key)
 
 
 def overwrite(
