@@ -199,7 +199,7 @@ def of_users(spark: "SparkSession", rows: "DataFrame", user_keys: Sequence[str])
     """``rows`` of ``user_keys``: a filter on the keys (no join; file statistics can skip files) up
     to :data:`MAX_LISTED_USERS` of them, a semi-join with them as local data above that."""
     if len(user_keys) <= MAX_LISTED_USERS:
-        return rows.where(F.col(C.USER_KEY).isin(list(user_keys)))
+        return rows.where(io.in_list(C.USER_KEY, user_keys))
     return rows.join(user_frame(spark, user_keys), C.USER_KEY, "left_semi")
 
 

@@ -1,5 +1,6 @@
 """The Spark session get_spark starts: a driver out of heap ends the job with an error; settings
-changed for a block are put back; a table is created with its contract in one commit."""
+changed for a block are put back; a table is created with its contract in one commit; a list of
+keys becomes one SQL filter that selects exactly them."""
 
 from __future__ import annotations
 
@@ -88,6 +89,20 @@ def test_few_rows_settings_hold_inside_the_block_and_are_put_back(spark) -> None
             assert [spark.conf.get(k) for k in keys] == ["1", "false"]
             raise RuntimeError("the write failed")
     assert [spark.conf.get(k) for k in keys] == before
+
+
+def test_a_listed_filter_selects_exactly_its_keys_whatever_their_characters(spark, monkeypatch) -> None:
+    """Keys with quotes, backslashes, tabs or non-ASCII letters are matched as they are, both by a
+    filter on a list of them and by the semi-join of_users makes of a long list; none: no row."""
+    from spark_jobs import refresh_job
+
+    keys = ["plain", "o'brien", "back\\slash", "a\\'b", "tab\there", "ünï", "x); DROP"]
+    rows = spark.createDataFrame([(k, i) for i, k in enumerate([*keys, "other", "o", "back"])], "user_key string, n int")
+    assert sorted(r[0] for r in rows.where(io.in_list(C.USER_KEY, keys)).collect()) == sorted(keys)
+    assert rows.where(io.in_list(C.USER_KEY, [])).count() == 0
+    listed = sorted(r[0] for r in refresh_job.of_users(spark, rows, keys[:3]).collect())
+    monkeypatch.setattr(refresh_job, "MAX_LISTED_USERS", 2)  # the semi-join with the keys as local data
+    assert sorted(r[0] for r in refresh_job.of_users(spark, rows, keys[:3]).collect()) == listed == sorted(keys[:3])
 
 
 @pytest.mark.parametrize("table", [C.SILVER_EVENTS, C.GOLD_INTEREST_EDGES, C.OPS_BATCHES])
