@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -66,8 +65,7 @@ def aggregate(
 ) -> AggregateResult:
     events = io.read_table(spark, lake, C.SILVER_EVENTS)
     last_seq = int(events.agg(F.max(C.BATCH_SEQ)).collect()[0][0] or 0)
-    # the row its last run wrote, from that commit's note (no Spark job), else from the table
-    wm = io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE) or io.read_watermarks(spark, lake).get(C.PIPELINE_AGGREGATE)
+    wm = io.read_watermark(spark, lake, C.PIPELINE_AGGREGATE)
     previous_as_of = wm[C.AS_OF] if wm else None
     if wm is None or previous_as_of is None or as_of < previous_as_of.replace(tzinfo=timezone.utc):
         full = True  # first run, or going back in time: every user's window changes
@@ -117,7 +115,7 @@ def aggregate(
         if n_dirty:
             # A few users' rows (reached through broadcast joins) are recomputed and replaced as
             # queries of a few rows, as a small refresh's edges are.
-            with io.few_rows(spark) if n_dirty <= io.FEW_USERS else nullcontext():
+            with io.few_rows(spark, n_dirty):
                 user_items = user_item_affinity(events.join(F.broadcast(dirty), C.USER_KEY, "left_semi"), **params)
                 io.replace_groups(spark, lake, C.GOLD_USER_ITEM_AFFINITY, user_items, C.USER_KEY, dirty_keys)
                 crash_point("after_user_item")

@@ -474,10 +474,14 @@ FEW_USERS = 1_000
 
 
 @contextmanager
-def few_rows(spark: "SparkSession") -> Iterator[None]:
-    """Session settings for the queries of the block, which handle a few rows (a refresh of a few
-    users): one shuffle partition and no adaptive re-planning, whose every query stage is a Spark
-    job of its own (a one-user edge replace here: 1.28 against 1.54 s, medians of 12)."""
+def few_rows(spark: "SparkSession", users: int) -> Iterator[None]:
+    """Session settings for the queries of the block, which handle the rows of ``users`` users:
+    up to :data:`FEW_USERS` of them, one shuffle partition and no adaptive re-planning, whose
+    every query stage is a Spark job of its own (a one-user edge replace here: 1.28 against
+    1.54 s, medians of 12); more users, the session's own settings."""
+    if users > FEW_USERS:
+        yield
+        return
     with _session_conf(spark, "spark.sql.adaptive.enabled", "false"), \
             _session_conf(spark, "spark.sql.shuffle.partitions", "1"):
         yield
@@ -570,6 +574,14 @@ def write_watermark(
 def _note_row(row: dict[str, object]) -> dict[str, object]:
     """``row`` as JSON values, its times as the table reads them back: naive UTC, ISO 8601."""
     return {k: naive_utc(v).isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def read_watermark(
+    spark: "SparkSession", lake: Lake, pipeline: str, *, version: int | None = None
+) -> dict[str, object] | None:
+    """``pipeline``'s row of ``ops.watermarks``: from its commit's note (:func:`noted_watermark`,
+    no Spark job) where there is one, else from the table; None when it has no such row."""
+    return noted_watermark(spark, lake, pipeline, version=version) or read_watermarks(spark, lake).get(pipeline)
 
 
 def noted_watermark(

@@ -16,7 +16,6 @@ import json
 import logging
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,11 +51,6 @@ MAX_LISTED_USERS = 25_000
 
 
 HISTORY_KEY = (C.USER_KEY, C.INTEREST_TYPE, C.INTEREST_ID, C.AS_OF)
-
-# Up to io.FEW_USERS dirty users, a refresh's new edges reach Spark as rows made on the driver
-# (edge_rows) and their replace runs as a query over a few rows (io.few_rows); more users' edges
-# are staged as Parquet files written by Arrow (stage_edges): rows made on the driver travel
-# inside a task it serialises whole.
 
 #: The scratch folder where a chunked refresh stages its edge rows before the one edge commit.
 STAGED_EDGES = "refresh_edges"
@@ -147,8 +141,7 @@ def read_progress(spark: "SparkSession", lake: Lake, known: RefreshProgress | No
     if known is not None and known.watermarks_version == watermarks:
         aggregated_as_of, aggregated_batch_seq = known.aggregated_as_of, known.aggregated_batch_seq
     else:
-        aggregated = (io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE, version=watermarks)
-                      or io.read_watermarks(spark, lake).get(C.PIPELINE_AGGREGATE) or {})
+        aggregated = io.read_watermark(spark, lake, C.PIPELINE_AGGREGATE, version=watermarks) or {}
         as_of = aggregated.get(C.AS_OF)
         aggregated_as_of = None if as_of is None else as_of.replace(tzinfo=timezone.utc)  # type: ignore[union-attr]
         aggregated_batch_seq = int(aggregated.get(C.LAST_BATCH_SEQ) or 0)  # type: ignore[arg-type]
@@ -372,7 +365,7 @@ def replace_user_edges(
         rows = io.in_key_ranges(refreshed.unionByName(others), C.USER_KEY)
         io.overwrite(spark, lake, table, rows, commit_note=commit_note, rows_per_file=EDGES_PER_FILE)
     else:
-        with io.few_rows(spark) if len(user_keys) <= io.FEW_USERS else nullcontext():
+        with io.few_rows(spark, len(user_keys)):
             io.replace_groups(spark, lake, table, refreshed, C.USER_KEY, list(user_keys), commit_note=commit_note)
 
 

@@ -227,6 +227,9 @@ class Refresher:
                                           policy_version=policy_version)
 
         # Scored a chunk of users at a time, so the driver never holds every user's edges at once.
+        # Up to io.FEW_USERS users, the edges reach Spark as rows made on the driver (edge_rows);
+        # more users' edges are staged as Parquet files written by Arrow (stage_edges): rows made
+        # on the driver travel inside a task it serialises whole.
         chunks = [dirty_keys[i:i + SCORE_CHUNK_USERS] for i in range(0, n_dirty, SCORE_CHUNK_USERS)]
         staged = len(chunks) > 1 or n_dirty > io.FEW_USERS
         if not staged:

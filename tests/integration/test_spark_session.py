@@ -80,12 +80,15 @@ def test_local_files_get_their_mode_and_links_their_status_without_a_process(spa
 
 
 def test_few_rows_settings_hold_inside_the_block_and_are_put_back(spark) -> None:
-    """A small refresh's replace runs with one shuffle partition and no adaptive re-planning; the
-    session's own settings are back after it, even when the block fails."""
+    """A small refresh's replace (up to io.FEW_USERS users) runs with one shuffle partition and no
+    adaptive re-planning, a larger one with the session's settings; they are back after the
+    block, even when it fails."""
     keys = ("spark.sql.shuffle.partitions", "spark.sql.adaptive.enabled")
     before = [spark.conf.get(k) for k in keys]
+    with io.few_rows(spark, io.FEW_USERS + 1):  # more users: the session's own settings
+        assert [spark.conf.get(k) for k in keys] == before
     with pytest.raises(RuntimeError, match="the write failed"):
-        with io.few_rows(spark):
+        with io.few_rows(spark, io.FEW_USERS):
             assert [spark.conf.get(k) for k in keys] == ["1", "false"]
             raise RuntimeError("the write failed")
     assert [spark.conf.get(k) for k in keys] == before
