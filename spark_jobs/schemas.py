@@ -276,9 +276,29 @@ TABLE_PARTITIONS: dict[str, list[str]] = {C.SILVER_EVENTS: [C.EVENT_DATE]}
 #: inside every tenth commit by default (1.3-2 s of such a refresh here): for these two a refresher
 #: writes it itself, between refreshes when kept warm (``refresh_job.checkpoint_refreshed_tables``);
 #: Delta's own interval stays as a backstop.
+#: The large tables keep Delta's per-file statistics (min, max, null count) of the columns their
+#: queries filter on (:data:`STATS_COLUMNS`) only. Delta's default is every one of the first 32
+#: columns, whose min and max each write pays for and no query uses: the hash keys and event ids
+#: are spread over every file of a table not sorted by them (600,000 SYNTHETIC events, a full
+#: ingest and aggregate: 44.8 against 48.1 s). Tables made before this keep the default.
 TABLE_PROPERTIES: dict[str, dict[str, str]] = {
     C.GOLD_USER_ITEM_AFFINITY: {"delta.enableDeletionVectors": "true"},
     C.GOLD_USER_TOPIC_AFFINITY: {"delta.enableDeletionVectors": "true"},
     C.GOLD_INTEREST_EDGES: {"delta.enableDeletionVectors": "true", "delta.checkpointInterval": "100"},
     C.GOLD_INTEREST_HISTORY: {"delta.checkpointInterval": "100"},
 }
+
+#: The columns a large table's queries filter on: a batch's rows (bronze, silver), a quarantined
+#: line's bronze row by file and line, the events after a batch, a user's rows (the gold tables,
+#: written in ranges of user keys), a refresh's rows by its time.
+STATS_COLUMNS: dict[str, tuple[str, ...]] = {
+    C.BRONZE_EVENTS_RAW: (C.BATCH_ID, C.SOURCE_FILE, C.LINE_NO),
+    C.SILVER_EVENTS: (C.BATCH_ID, C.BATCH_SEQ, C.TS),
+    C.GOLD_USER_ITEM_AFFINITY: (C.USER_KEY,),
+    C.GOLD_USER_TOPIC_AFFINITY: (C.USER_KEY,),
+    C.GOLD_INTEREST_EDGES: (C.USER_KEY, C.AS_OF),
+    C.GOLD_INTEREST_HISTORY: (C.USER_KEY, C.AS_OF),
+}
+for _table, _columns in STATS_COLUMNS.items():
+    TABLE_PROPERTIES.setdefault(_table, {})["delta.dataSkippingStatsColumns"] = ",".join(_columns)
+del _table, _columns

@@ -1,20 +1,23 @@
 """The Spark session get_spark starts: a driver out of heap ends the job with an error; settings
-changed for a block are put back; a table is created with its contract in one commit; a list of
-keys becomes one SQL filter that selects exactly them."""
+changed for a block are put back; a table is created with its contract in one commit and keeps
+statistics of the columns its queries filter on; a list of keys becomes one SQL filter that selects
+exactly them."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from uig_common import names as C
 from spark_jobs import io
 from spark_jobs.io import SPARK_LOG
-from spark_jobs.schemas import TABLE_PARTITIONS, TABLE_PROPERTIES, TABLE_SCHEMAS
+from spark_jobs.schemas import STATS_COLUMNS, TABLE_PARTITIONS, TABLE_PROPERTIES, TABLE_SCHEMAS
 from uig_tasks.config import UigConfig
 
 pytestmark = pytest.mark.integration
@@ -121,3 +124,16 @@ def test_a_missing_table_is_created_with_its_contract_in_one_commit_without_data
     assert io.read_table(spark, config.lake, table).schema == TABLE_SCHEMAS[table]
     assert detail["partitionColumns"] == TABLE_PARTITIONS.get(table, [])
     assert detail["properties"] == TABLE_PROPERTIES.get(table, {})
+
+
+@pytest.mark.parametrize("table", sorted(STATS_COLUMNS))
+def test_a_large_table_keeps_file_statistics_of_the_columns_its_queries_filter_on_only(spark, config, table) -> None:
+    from pyspark.sql import functions as F
+
+    rows = spark.range(3).select(*[F.lit(None).cast(f.dataType).alias(f.name) for f in TABLE_SCHEMAS[table].fields])
+    io.append(spark, config.lake, table, rows)
+    log = Path(config.lake.path(table), "_delta_log")
+    stats = [json.loads(action["add"]["stats"]) for commit in sorted(log.glob("*.json"))
+             for action in map(json.loads, commit.read_text().splitlines()) if "add" in action]
+    assert stats and sum(s["numRecords"] for s in stats) == 3  # row counts are kept whatever the columns
+    assert all(set(s["nullCount"]) == set(STATS_COLUMNS[table]) for s in stats)
