@@ -155,11 +155,11 @@ def get_spark(settings: SparkSettings, app_name: str = "uig") -> "SparkSession":
 def _exit_when_a_thread_dies_of_oom(spark: "SparkSession") -> None:
     """A driver thread that dies of an ``OutOfMemoryError`` ends the JVM (its caller sees the
     error) instead of leaving the driver alive without it: when the scheduler's thread dies
-    serialising a task too large for the heap, a job waits forever. Spark's own handler of
-    executors does it (``SparkUncaughtExceptionHandler``, exiting on nothing else); the JVM's
-    ``-XX:+ExitOnOutOfMemoryError`` did it too, but also at the errors Spark catches and recovers
-    from (a sort retries a page it could not allocate): 10M SYNTHETIC events in one batch ended
-    the ingest that way in a 2 GB driver."""
+    serialising a task too large for the heap, a job waits forever. The handler is the one Spark
+    gives its executors (``SparkUncaughtExceptionHandler``; with ``False`` it exits on an OOM
+    only). The JVM's ``-XX:+ExitOnOutOfMemoryError`` exited too, but also at the errors Spark
+    catches and recovers from (a sort retries a page it could not allocate): 10M SYNTHETIC events
+    in one batch ended the ingest that way in a 2 GB driver."""
     jvm = spark._jvm
     handler = jvm.org.apache.spark.util.SparkUncaughtExceptionHandler(False)  # False: exit on OOM only
     jvm.java.lang.Thread.setDefaultUncaughtExceptionHandler(handler)
