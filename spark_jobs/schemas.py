@@ -276,11 +276,6 @@ TABLE_PARTITIONS: dict[str, list[str]] = {C.SILVER_EVENTS: [C.EVENT_DATE]}
 #: inside every tenth commit by default (1.3-2 s of such a refresh here): for these two a refresher
 #: writes it itself, between refreshes when kept warm (``refresh_job.checkpoint_refreshed_tables``);
 #: Delta's own interval stays as a backstop.
-#: The large tables keep Delta's per-file statistics (min, max, null count) of the columns their
-#: queries filter on (:data:`STATS_COLUMNS`) only. Delta's default is every one of the first 32
-#: columns, whose min and max each write pays for and no query filters on (nor could they skip a
-#: file: hash keys and event ids span every file of a table not sorted by them). 600,000 SYNTHETIC
-#: events, a full ingest and aggregate: 44.8 against 48.1 s. Tables made before this keep the default.
 TABLE_PROPERTIES: dict[str, dict[str, str]] = {
     C.GOLD_USER_ITEM_AFFINITY: {"delta.enableDeletionVectors": "true"},
     C.GOLD_USER_TOPIC_AFFINITY: {"delta.enableDeletionVectors": "true"},
@@ -290,7 +285,12 @@ TABLE_PROPERTIES: dict[str, dict[str, str]] = {
 
 #: The columns a large table's queries filter on: a batch's rows (bronze, silver), a quarantined
 #: line's bronze row by file and line, the events after a batch, a user's rows (the gold tables,
-#: written in ranges of user keys), a refresh's rows by its time.
+#: written in ranges of user keys), a refresh's rows by its time. Delta keeps its per-file
+#: statistics (min, max, null count) of these only (a table property, below), not of its default
+#: first 32 columns, whose min and max each write pays for and no query filters on (nor could they
+#: skip a file: hash keys and event ids span every file of a table not sorted by them). 600,000
+#: SYNTHETIC events, a full ingest and aggregate: 44.8 against 48.1 s. Tables made before this keep
+#: the default.
 STATS_COLUMNS: dict[str, tuple[str, ...]] = {
     C.BRONZE_EVENTS_RAW: (C.BATCH_ID, C.SOURCE_FILE, C.LINE_NO),
     C.SILVER_EVENTS: (C.BATCH_ID, C.BATCH_SEQ, C.TS),

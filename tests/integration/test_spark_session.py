@@ -47,7 +47,7 @@ def test_a_driver_out_of_heap_ends_the_job_with_an_error_instead_of_hanging(tmp_
     assert "java.lang.OutOfMemoryError" in done.stderr + (tmp_path / SPARK_LOG).read_text()
 
 
-def test_an_oom_ends_the_driver_only_when_no_thread_catches_it(spark) -> None:
+def test_an_uncaught_oom_ends_the_driver_through_sparks_handler_not_the_jvm_flag(spark) -> None:
     """Only an uncaught error ends the driver: the errors Spark catches and recovers from (a sort
     retrying a page it could not allocate) do not, as ``-XX:+ExitOnOutOfMemoryError`` made them."""
     handler = spark._jvm.java.lang.Thread.getDefaultUncaughtExceptionHandler()
