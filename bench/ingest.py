@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, measured, median, stamp, synthetic_users, write_section  # noqa: E402
+from uig_common import names as C  # noqa: E402
 from uig_tasks.config import UigConfig  # noqa: E402
 from uig_common.timeutil import parse_time  # noqa: E402
 
@@ -50,8 +51,9 @@ def floor_run(spark, landing: Path, out: Path) -> None:
 
 
 #: The events' fields, typed as the floor's schema inference types them (ints stay longs).
-_EVENT_FIELDS = ("event_id string, user_id string, event_type string, item_id string, query string, rating double, "
-                 "ts long, source string")
+_EVENT_FIELDS = ", ".join(f"{name} {kind}" for name, kind in (
+    (C.EVENT_ID, "string"), (C.USER_ID, "string"), (C.EVENT_TYPE, "string"), (C.ITEM_ID, "string"),
+    (C.QUERY, "string"), (C.RATING, "double"), (C.TS, "long"), (C.SOURCE, "string")))
 
 
 def same_passes_run(spark, landing: Path, out: Path, kg_min_items: int) -> None:
@@ -68,18 +70,19 @@ def same_passes_run(spark, landing: Path, out: Path, kg_min_items: int) -> None:
 
     bronze = write(spark.read.text(str(landing / "events" / "*" / "*.jsonl")), "bronze")
     parsed = bronze.select(F.from_json("value", _EVENT_FIELDS).alias("e")).select("e.*")
-    silver = write(parsed.dropDuplicates(["event_id"]), "silver")
-    weight = F.when(F.col("event_type") == "rate", F.col("rating") / 5).otherwise(F.lit(1.0))
-    user_items = write(silver.where(F.col("item_id").isNotNull()).groupBy("user_id", "item_id").agg(
-        F.sum(weight).alias("weight"), F.count("*").alias("n_events"), F.max("ts").alias("last_ts")), "user_items")
+    silver = write(parsed.dropDuplicates([C.EVENT_ID]), "silver")
+    weight = F.when(F.col(C.EVENT_TYPE) == "rate", F.col(C.RATING) / 5).otherwise(F.lit(1.0))
+    user_items = write(silver.where(F.col(C.ITEM_ID).isNotNull()).groupBy(C.USER_ID, C.ITEM_ID).agg(
+        F.sum(weight).alias(C.WEIGHT), F.count("*").alias(C.N_EVENTS), F.max(C.TS).alias(C.LAST_TS)), "user_items")
     items = spark.read.json(str(landing / "catalog" / "items" / "*.jsonl"))
-    genres = items.select("item_id", F.explode("genres").alias("topic_id"))
-    entities = items.select("item_id", F.explode("entities.entity_id").alias("topic_id"))
-    shared = entities.groupBy("topic_id").count().where(F.col("count") >= kg_min_items).select("topic_id")
-    topics = genres.unionByName(entities.join(shared, "topic_id", "left_semi")).distinct()
+    genres = items.select(C.ITEM_ID, F.explode(C.GENRES).alias(C.TOPIC_ID))
+    entities = items.select(C.ITEM_ID, F.explode(f"{C.ENTITIES}.{C.ENTITY_ID}").alias(C.TOPIC_ID))
+    shared = entities.groupBy(C.TOPIC_ID).count().where(F.col("count") >= kg_min_items).select(C.TOPIC_ID)
+    topics = genres.unionByName(entities.join(shared, C.TOPIC_ID, "left_semi")).distinct()
     # by user before the join, as UIG's own does: the topic sums then need no shuffle of the joined rows
-    write(user_items.repartition("user_id").join(F.broadcast(topics), "item_id").groupBy("user_id", "topic_id").agg(
-        F.sum("weight").alias("weight"), F.count("*").alias("n_items")), "user_topics")
+    by_user = user_items.repartition(C.USER_ID).join(F.broadcast(topics), C.ITEM_ID)
+    write(by_user.groupBy(C.USER_ID, C.TOPIC_ID).agg(F.sum(C.WEIGHT).alias(C.WEIGHT), F.count("*").alias(C.N_ITEMS)),
+          "user_topics")
 
 
 def land_movielens(root: Path, until: date | None = None, day: date | None = None) -> int:
