@@ -64,6 +64,8 @@ def same_passes_run(spark, landing: Path, out: Path, kg_min_items: int) -> None:
     on top is its ratio to this, the rest is in the passes themselves."""
     from pyspark.sql import functions as F
 
+    from spark_jobs.transforms.aggregate import topic_tasks
+
     def write(df, name: str):
         df.write.format("delta").mode("overwrite").save(str(out / name))
         return spark.read.format("delta").load(str(out / name))
@@ -79,8 +81,9 @@ def same_passes_run(spark, landing: Path, out: Path, kg_min_items: int) -> None:
     entities = items.select(C.ITEM_ID, F.explode(f"{C.ENTITIES}.{C.ENTITY_ID}").alias(C.TOPIC_ID))
     shared = entities.groupBy(C.TOPIC_ID).count().where(F.col("count") >= kg_min_items).select(C.TOPIC_ID)
     topics = genres.unionByName(entities.join(shared, C.TOPIC_ID, "left_semi")).distinct()
-    # by user before the join, as UIG's own does: the topic sums then need no shuffle of the joined rows
-    by_user = user_items.repartition(C.USER_ID).join(F.broadcast(topics), C.ITEM_ID)
+    # by user before the join, as UIG's own does: the topic sums then need no shuffle of the joined
+    # rows; in as many tasks as UIG's, so that no task's map of groups spills
+    by_user = user_items.repartition(topic_tasks(user_items.count()), C.USER_ID).join(F.broadcast(topics), C.ITEM_ID)
     write(by_user.groupBy(C.USER_ID, C.TOPIC_ID).agg(F.sum(C.WEIGHT).alias(C.WEIGHT), F.count("*").alias(C.N_ITEMS)),
           "user_topics")
 

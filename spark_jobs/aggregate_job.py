@@ -102,9 +102,11 @@ def aggregate(
         user_items = user_item_affinity(events, **params)
         io.overwrite(spark, lake, C.GOLD_USER_ITEM_AFFINITY, user_items)
         crash_point("after_user_item")
+        stored = io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY)
         io.overwrite(
             spark, lake, C.GOLD_USER_TOPIC_AFFINITY,
-            user_topic_affinity(io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY), topics),
+            # the count of a whole Delta table comes from its log: no Spark job
+            user_topic_affinity(stored, topics, user_item_rows=stored.count()),
             commit_note=topics_note,
         )
         crash_point("after_user_topic")
@@ -120,7 +122,10 @@ def aggregate(
                 io.replace_groups(spark, lake, C.GOLD_USER_ITEM_AFFINITY, user_items, C.USER_KEY, dirty_keys)
                 crash_point("after_user_item")
                 fresh = io.read_table(spark, lake, C.GOLD_USER_ITEM_AFFINITY).join(F.broadcast(dirty), C.USER_KEY, "left_semi")
-                io.replace_groups(spark, lake, C.GOLD_USER_TOPIC_AFFINITY, user_topic_affinity(fresh, topics),
+                # more users than a query of a few rows: as many tasks as their rows need (one count)
+                rows = fresh.count() if n_dirty > io.FEW_USERS else None
+                io.replace_groups(spark, lake, C.GOLD_USER_TOPIC_AFFINITY,
+                                  user_topic_affinity(fresh, topics, user_item_rows=rows),
                                   C.USER_KEY, dirty_keys, commit_note=topics_note)
                 crash_point("after_user_topic")
         dirty.unpersist()

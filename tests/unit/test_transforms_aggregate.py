@@ -9,7 +9,10 @@ import pytest
 
 from uig_common import names as C
 from spark_jobs.schemas import SILVER_EVENTS, SILVER_ITEMS
-from spark_jobs.transforms.aggregate import HAS_NEW_EVENTS, decay_to, dirty_users, item_topics, user_item_affinity, user_topic_affinity
+from spark_jobs.transforms.aggregate import (
+    HAS_NEW_EVENTS, USER_ITEMS_PER_TOPIC_TASK, decay_to, dirty_users, item_topics, topic_tasks, user_item_affinity,
+    user_topic_affinity,
+)
 
 AS_OF = datetime(1998, 1, 31, tzinfo=timezone.utc)
 WEIGHTS = {"view": 0.1, "rate": 1.0, "search": 0.0}
@@ -122,6 +125,16 @@ def test_user_topic_shuffles_only_the_user_rows(spark):
     plan = user_topic_affinity(user_items, topics)._jdf.queryExecution().executedPlan().toString()
     assert plan.count("Exchange hashpartitioning") == 1, plan
     assert re.search(rf"Exchange hashpartitioning\({C.USER_KEY}#\d+, \d+\)", plan), plan  # by user alone
+    # told how many user rows there are, one task per USER_ITEMS_PER_TOPIC_TASK of them
+    rows = 2 * USER_ITEMS_PER_TOPIC_TASK + 1
+    plan = user_topic_affinity(user_items, topics, user_item_rows=rows)._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("Exchange hashpartitioning") == 1, plan
+    assert re.search(rf"Exchange hashpartitioning\({C.USER_KEY}#\d+, 3\)", plan), plan
+
+
+def test_topic_tasks_one_per_share_of_user_item_rows():
+    assert [topic_tasks(n) for n in (0, 1, USER_ITEMS_PER_TOPIC_TASK, USER_ITEMS_PER_TOPIC_TASK + 1)] == [1, 1, 1, 2]
+    assert topic_tasks(1_282_606) == 65
 
 
 def test_dirty_users_new_batches_and_events_entering_the_window(events):
