@@ -28,7 +28,11 @@ def rounded(table_rows: list[tuple], weight_index: int) -> list[tuple]:
     return sorted(tuple(round(v, 9) if i == weight_index else v for i, v in enumerate(r)) for r in table_rows)
 
 
-def test_incremental_equals_full_rebuild(spark, config):
+@pytest.mark.parametrize("few_users", [io.FEW_USERS, 0], ids=["as-few-rows", "as-many-users"])
+def test_incremental_equals_full_rebuild(spark, config, monkeypatch, few_users):
+    """``as-many-users``: the dirty users are more than a query of a few rows handles
+    (:data:`spark_jobs.io.FEW_USERS`), so the session's settings and a count of their rows plan it."""
+    monkeypatch.setattr(io, "FEW_USERS", few_users)
     prepare(config.landing_dir, until=SECOND_DAY)
     run_ingest(config, T2)
     first = run_aggregate(config, T2)
