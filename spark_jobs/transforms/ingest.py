@@ -28,32 +28,55 @@ def bronze_rows(
     is quarantined as ``line_too_long`` anyway), so an enormous line is never stored in full.
     """
     root = landing_root.rstrip("/")
+    names = BRONZE_EVENTS_RAW.fieldNames()
 
     def split(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
-            out: dict[str, list] = {name: [] for name in BRONZE_EVENTS_RAW.fieldNames()}
+            # built a column at a time (list operations in C), not a row at a time: 2M lines
+            # of SYNTHETIC events took 1.6 against 4.4 µs a line in this function
+            columns: dict[str, list] = {C.SOURCE_FILE: [], C.LINE_NO: [], C.RAW_BYTES: [], C.BYTE_LENGTH: [],
+                                        C.LINE_SHA256: [], C.UTF8_VALID: []}
             for seg in pdf.to_dict("records"):
                 segment = Segment(**{k: seg[k] for k in Segment.__dataclass_fields__})
                 lines = read_lines(os.path.join(root, segment.source_file), segment)
-                for no, line in enumerate(lines, start=segment.first_line_no):
-                    oversized = len(line) > max_line_bytes
-                    stored = line[:max_line_bytes] if oversized else line
-                    try:
-                        line.decode("utf-8")
-                        valid = True
-                    except UnicodeDecodeError:
-                        valid = False
-                    out[C.BATCH_ID].append(batch_id)
-                    out[C.SOURCE_FILE].append(segment.source_file)
-                    out[C.LINE_NO].append(no)
-                    out[C.RAW_BYTES].append(stored)
-                    out[C.BYTE_LENGTH].append(len(line))
-                    out[C.LINE_SHA256].append(hashlib.sha256(line).hexdigest() if oversized else None)
-                    out[C.UTF8_VALID].append(valid)
-                    out[C.INGESTED_AT].append(pd.Timestamp(ingested_at))
-            yield pd.DataFrame(out, columns=BRONZE_EVENTS_RAW.fieldNames())
+                lengths = [len(line) for line in lines]
+                columns[C.SOURCE_FILE] += [segment.source_file] * len(lines)
+                columns[C.LINE_NO] += range(segment.first_line_no, segment.first_line_no + len(lines))
+                columns[C.BYTE_LENGTH] += lengths
+                if lines and max(lengths) > max_line_bytes:
+                    columns[C.RAW_BYTES] += [line[:max_line_bytes] for line in lines]
+                    columns[C.LINE_SHA256] += [
+                        hashlib.sha256(line).hexdigest() if len(line) > max_line_bytes else None for line in lines]
+                else:
+                    columns[C.RAW_BYTES] += lines
+                    columns[C.LINE_SHA256] += [None] * len(lines)
+                columns[C.UTF8_VALID] += _utf8_valid(lines)
+            frame = pd.DataFrame(columns)
+            frame[C.BATCH_ID] = batch_id
+            frame[C.INGESTED_AT] = pd.Timestamp(ingested_at)
+            yield frame[names]
 
     return segments.mapInPandas(split, BRONZE_EVENTS_RAW)
+
+
+def _utf8_valid(lines: list[bytes]) -> list[bool]:
+    """Whether each line is valid UTF-8. A newline byte never occurs inside a multi-byte
+    sequence, so the lines are all valid exactly when they are joined by newlines: one decode
+    of the whole segment, line by line only when that fails."""
+    try:
+        b"\n".join(lines).decode("utf-8")
+        return [True] * len(lines)
+    except UnicodeDecodeError:
+        pass
+
+    def valid(line: bytes) -> bool:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    return [valid(line) for line in lines]
 
 
 #: Keyed hashes one parse worker keeps (a few MB): a batch's users recur, and an HMAC costs about 2.4 µs

@@ -7,11 +7,14 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uig_common import names as C
 from spark_jobs.landing import Segment
 from spark_jobs.schemas import PARSED_EVENTS, SEGMENT, SILVER_EVENTS
 from spark_jobs.transforms.ingest import (
+    _utf8_valid,
     bronze_rows,
     flag_unknown_items,
     parse_events,
@@ -48,6 +51,16 @@ def test_bronze_rows_keep_every_line_and_its_bytes(spark, tmp_path):
     # an oversized line keeps a bounded prefix, its true length and its hash
     assert (len(rows[3][C.RAW_BYTES]), rows[3][C.BYTE_LENGTH]) == (64, 100)
     assert rows[3][C.LINE_SHA256] == hashlib.sha256(b"y" * 100).hexdigest()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=8))
+def test_utf8_valid_judges_each_line_as_decoding_it_alone(lines):
+    # one decode of the joined segment stands for the lines' own decodes (a newline byte is
+    # never part of a multi-byte sequence): a truncated sequence at a line's end is still invalid
+    # valid exactly when decoding alone loses nothing (a lossy decode puts U+FFFD for bad bytes)
+    assert _utf8_valid(lines) == [line.decode("utf-8", "replace").encode() == line for line in lines]
+    assert _utf8_valid([b"\xe2\x82", b"\xac"]) == [False, False]
 
 
 def test_parse_events_hashes_users_and_keeps_reasons(spark):
