@@ -53,6 +53,7 @@ def delta_jars(jars_dir: Path) -> list[str]:
 
 #: Where the JVM writes its own output (start-up notices, log4j) unless ``SparkSettings.verbose``.
 SPARK_LOG = Path("logs") / "spark.log"
+SPARK_LOCAL_DIR = Path("spark-local")  # under the work dir: Spark's scratch files on a local master
 _SPARK_LOG_MAX_BYTES = 10 * 2**20  # then it is moved to spark.log.1 (one old log kept)
 
 
@@ -137,6 +138,10 @@ def get_spark(settings: SparkSettings, app_name: str = "uig") -> "SparkSession":
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.work_dir.resolve()}")
         .config("spark.hadoop.fs.permissions.umask-mode", f"{settings.file_umask:03o}")
     )
+    if settings.master.startswith("local"):
+        # shuffle, spill and Python-worker files under the data root, not the system's /tmp: Spark
+        # removes them when it stops, and a process killed mid-job leaves them where its data is
+        builder = builder.config("spark.local.dir", str((settings.work_dir / SPARK_LOCAL_DIR).resolve()))
     local_fs = settings.jars_dir / LOCAL_FS_JAR
     # on the JVMs' own class path (Hadoop loads file systems before spark.jars), so local masters
     # only: a cluster's workers need not hold the jar at this path

@@ -1,7 +1,7 @@
-"""The Spark session get_spark starts: a driver out of heap ends the job with an error; settings
-changed for a block are put back; a table is created with its contract in one commit and keeps
-statistics of the columns its queries filter on; a list of keys becomes one SQL filter that selects
-exactly them."""
+"""The Spark session get_spark starts: a driver out of heap ends the job with an error; a local
+master's scratch files stay under the data root; settings changed for a block are put back; a
+table is created with its contract in one commit and keeps statistics of the columns its queries
+filter on; a list of keys becomes one SQL filter that selects exactly them."""
 
 from __future__ import annotations
 
@@ -89,6 +89,14 @@ def test_local_files_get_their_mode_and_links_their_status_without_a_process(spa
         assert statuses[-1] == (theirs.isSymlink(), theirs.isDirectory(), theirs.getLen()), where
     assert [symlink for symlink, _, _ in statuses] == [True, True, False, False, False]
     assert context.getFileLinkStatus(path(table.as_uri())).isDirectory()
+
+
+def test_a_local_master_keeps_its_scratch_files_under_the_data_root(spark) -> None:
+    # not in the system's /tmp, where a process killed mid-job would leave them for good
+    local_dir = Path(spark.sparkContext.getConf().get("spark.local.dir"))
+    assert local_dir.name == io.SPARK_LOCAL_DIR.name and local_dir.parent.name.startswith("spark-home")
+    assert spark.range(1000).repartition(3).count() == 1000  # a shuffle: its files go there
+    assert any(local_dir.glob("blockmgr-*/*"))
 
 
 def test_few_rows_settings_hold_inside_the_block_and_are_put_back(spark) -> None:
