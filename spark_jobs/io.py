@@ -123,11 +123,6 @@ def get_spark(settings: SparkSettings, app_name: str = "uig") -> "SparkSession":
         .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.default.parallelism", str(settings.shuffle_partitions))
         .config("spark.databricks.delta.snapshotPartitions", "2")
-        # rows a job caches (the ingest's parsed and its de-duplication-marked rows) are kept as
-        # Spark lays them out, not compressed: compressing 2M rows took about 3.5 of the 6.5 s a
-        # cache cost, and the full ingest of 2M SYNTHETIC events was 71.6 against 77.0 s (medians
-        # of 5 interleaved runs, same peak memory); a cache too large for memory still spills
-        .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # an Arrow failure is an error, not a silent row-by-row Python copy of the same frame
         .config("spark.sql.execution.arrow.pyspark.fallback.enabled", "false")
