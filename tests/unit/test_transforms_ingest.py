@@ -54,11 +54,11 @@ def test_bronze_rows_keep_every_line_and_its_bytes(spark, tmp_path):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=8))
+@given(st.lists(st.one_of(st.binary(max_size=12), st.text(max_size=6).map(str.encode))
+                .map(lambda b: b.replace(b"\n", b"")), max_size=8))
 def test_utf8_valid_judges_each_line_as_decoding_it_alone(lines):
-    # one decode of the joined segment stands for the lines' own decodes (a newline byte is
-    # never part of a multi-byte sequence): a truncated sequence at a line's end is still invalid
-    # valid exactly when decoding alone loses nothing (a lossy decode puts U+FFFD for bad bytes)
+    # lines of random bytes and of encoded text (multi-byte sequences, valid); the oracle: a line
+    # is valid exactly when a lossy decode (U+FFFD for bad bytes) gives its own bytes back
     assert _utf8_valid(lines) == [line.decode("utf-8", "replace").encode() == line for line in lines]
     assert _utf8_valid([b"\xe2\x82", b"\xac"]) == [False, False]
 
