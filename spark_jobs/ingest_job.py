@@ -263,6 +263,17 @@ def _resume_batch(spark: SparkSession, lake: Lake, settings: IngestSettings, bat
     return _run_batch(spark, lake, settings, batch, resumed=True, bronze_done=bool(has_bronze))
 
 
+#: A batch of at most this many landing lines looks up only its own event ids among the stored
+#: ones (:func:`~spark_jobs.transforms.ingest.mark_duplicates` ``few_rows``): a broadcast of a
+#: few MB of ids at most.
+FEW_LINES = 100_000
+
+
+def _batch_lines(batch: Mapping[str, object]) -> int:
+    """Landing lines of ``batch``, from its segments' line numbers (no Spark job)."""
+    return sum(s.last_line_no - s.first_line_no + 1 for s in _segments_of(batch))
+
+
 #: Landing bytes one bronze task reads (and so about one bronze file's worth of lines).
 BRONZE_TASK_BYTES = 64 * 2**20
 
@@ -274,6 +285,17 @@ def _bronze_tasks(spark: SparkSession, segments: list[dict]) -> int:
     total = sum(int(s["end_byte"]) - int(s["start_byte"]) for s in segments)
     parallelism = spark.sparkContext.defaultParallelism
     return max(1, min(len(segments), max(parallelism, total // BRONZE_TASK_BYTES + 1)))
+
+
+def _replace_batch_rows(
+    spark: SparkSession, lake: Lake, table: str, rows: DataFrame, where_batch: str, *, resumed: bool
+) -> None:
+    """Replace ``table``'s rows of a batch with ``rows`` (one commit). A first try with no such
+    rows (most batches quarantine nothing and repeat no event) writes no commit: no try before it
+    can have left rows of its batch. A resumed batch always writes, replacing what its killed try
+    left. ``rows`` come from cached rows, so asking whether there are any costs little."""
+    if resumed or not rows.isEmpty():
+        io.overwrite(spark, lake, table, rows, where_batch)
 
 
 def _run_batch(
@@ -307,18 +329,21 @@ def _run_batch(
     flagged = flag_unknown_items(parsed, io.read_table(spark, lake, C.SILVER_ITEMS)).persist()
     marked: DataFrame | None = None  # the valid rows marked for de-duplication, made once for both writes
     try:
-        io.overwrite(spark, lake, C.SILVER_QUARANTINE, quarantine_rows(flagged, logical_time), where_batch)
+        _replace_batch_rows(spark, lake, C.SILVER_QUARANTINE, quarantine_rows(flagged, logical_time), where_batch,
+                            resumed=resumed)
         crash_point("after_quarantine")
 
         # 3. de-duplicate against this batch and every earlier one, then insert.
         valid = flagged.where(F.col(C.REASON).isNull())
-        marked = mark_duplicates(valid, io.read_table(spark, lake, C.SILVER_EVENTS), batch_id).persist()
-        io.overwrite(
+        few = _batch_lines(batch) <= FEW_LINES
+        marked = mark_duplicates(valid, io.read_table(spark, lake, C.SILVER_EVENTS), batch_id, few_rows=few).persist()
+        _replace_batch_rows(
             spark,
             lake,
             C.SILVER_DUPLICATES,
             duplicate_rows(marked, batch_id).withColumn(C.INGESTED_AT, F.lit(logical_time).cast("timestamp")),
             where_batch,
+            resumed=resumed,
         )
         crash_point("after_duplicates")
         silver = to_silver_events(

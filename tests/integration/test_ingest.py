@@ -11,7 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from uig_common import names as C
-from spark_jobs import io
+from spark_jobs import ingest_job, io
 from spark_jobs.ingest_job import ingest_catalog, ingest_events
 from tests.conftest import FIRST_DAY, SECOND_DAY, THIRD_DAY
 from tests.integration.helpers import snapshot, versions
@@ -119,10 +119,15 @@ def test_rerun_changes_nothing_and_new_days_are_incremental(spark, config):
     third = run_ingest(config, BATCH_TIME)
     [batch] = third["batches"]
     assert batch["n_files"] == 1 and batch["n_clean"] == 666 and batch["batch_seq"] == 2
+    assert batch["n_quarantined"] == batch["n_duplicates"] == 0
+    after_versions = versions(spark, config)  # a clean batch commits nothing to the tables of rejected lines
+    assert all(after_versions[t] == before_versions[t] for t in (C.SILVER_QUARANTINE, C.SILVER_DUPLICATES))
     assert io.read_table(spark, config.lake, C.BRONZE_EVENTS_RAW).count() == 915 + 825 + 666
 
 
-def test_duplicates_across_batches_point_to_the_first_batch(spark, config):
+@pytest.mark.parametrize("few_lines", [ingest_job.FEW_LINES, 0])  # stored ids cut to the batch's first, or not
+def test_duplicates_across_batches_point_to_the_first_batch(spark, config, monkeypatch, few_lines):
+    monkeypatch.setattr(ingest_job, "FEW_LINES", few_lines)
     prepare(config.landing_dir, day=FIRST_DAY)
     [b1] = ingest_events(spark, config.lake, config.ingest_settings(), BATCH_TIME) if ingest_catalog(spark, config.lake, config.ingest_settings(), BATCH_TIME) else []
     replayed = (config.landing_dir / "events" / f"date={FIRST_DAY}").glob("*.jsonl").__next__().read_bytes().splitlines()[:10]

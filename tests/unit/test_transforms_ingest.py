@@ -82,7 +82,8 @@ def test_unknown_items_are_flagged_but_searches_are_not(spark):
     assert reasons == {"e1": None, "e2": "unknown_item_id", "e3": None}
 
 
-def test_duplicates_within_and_across_batches(spark):
+@pytest.mark.parametrize("few_rows", [False, True])  # the stored ids joined as they are, or cut to the batch's first
+def test_duplicates_within_and_across_batches(spark, few_rows):
     valid = spark.createDataFrame(
         [parsed_row("e1", 1), parsed_row("e1", 5), parsed_row("e2", 2, file="b.jsonl"), parsed_row("old", 3)], PARSED_EVENTS
     )
@@ -91,7 +92,7 @@ def test_duplicates_within_and_across_batches(spark):
          {**{f: None for f in SILVER_EVENTS.fieldNames()}, C.EVENT_ID: "e2", C.BATCH_ID: "b1", C.CONTENT_HASH: "h"}],
         SILVER_EVENTS,
     )
-    clean, dups = split_duplicates(valid, existing, "b1")
+    clean, dups = split_duplicates(valid, existing, "b1", few_rows=few_rows)
     assert sorted((r[C.EVENT_ID], r[C.LINE_NO]) for r in clean.collect()) == [("e1", 1), ("e2", 2)]
     assert sorted((r[C.EVENT_ID], r[C.LINE_NO], r[C.DUPLICATE_OF_BATCH], r[C.CONFLICT]) for r in dups.collect()) == [
         ("e1", 5, "b1", False),
@@ -113,10 +114,11 @@ def test_conflicting_duplicates_keep_the_earliest_event_whatever_the_file_order(
     assert (dup[C.CONTENT_HASH], dup[C.KEPT_CONTENT_HASH], dup[C.CONFLICT]) == ("late", "early", True)
 
 
-def test_a_conflict_with_an_earlier_batch_keeps_the_stored_event(spark):
+@pytest.mark.parametrize("few_rows", [False, True])
+def test_a_conflict_with_an_earlier_batch_keeps_the_stored_event(spark, few_rows):
     valid = spark.createDataFrame([parsed_row("e1", 1, content="new")], PARSED_EVENTS)
     stored = {**{f: None for f in SILVER_EVENTS.fieldNames()}, C.EVENT_ID: "e1", C.BATCH_ID: "b0", C.CONTENT_HASH: "old"}
-    clean, dups = split_duplicates(valid, spark.createDataFrame([stored], SILVER_EVENTS), "b1")
+    clean, dups = split_duplicates(valid, spark.createDataFrame([stored], SILVER_EVENTS), "b1", few_rows=few_rows)
     assert clean.count() == 0
     [dup] = dups.collect()
     assert (dup[C.DUPLICATE_OF_BATCH], dup[C.KEPT_CONTENT_HASH], dup[C.CONFLICT]) == ("b0", "old", True)
