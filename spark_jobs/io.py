@@ -292,6 +292,23 @@ def _commit_infos(spark: "SparkSession", path: str, depth: int, newest: int | No
         yield v, info.get() if info.isDefined() else None
 
 
+def commit_metric(spark: "SparkSession", lake: Lake, table: str, version: int, name: str) -> int | None:
+    """The ``operationMetrics`` entry ``name`` (``numOutputRows``: rows the commit wrote) of the
+    table's commit ``version``, read from its commit file in the JVM (no Spark job); None where
+    that commit is not there or has no such metric, or that internal API is not there."""
+    from py4j.protocol import Py4JError
+
+    try:
+        for found, info in _commit_infos(spark, ensure_table(spark, lake, table), 1, newest=version):
+            if found != version or info is None or not info.operationMetrics().isDefined():
+                return None
+            value = info.operationMetrics().get().get(name)
+            return int(value.get()) if value.isDefined() else None
+    except (Py4JError, AttributeError, TypeError, ValueError):
+        return None
+    return None
+
+
 #: Operations after which a table's files are all new: nothing written before them is left (not
 #: OPTIMIZE: its bin-packing leaves large files as they are and mixes the key ranges of small ones).
 _WHOLE_TABLE_OPERATIONS = ("CREATE TABLE", "REPLACE TABLE", "CREATE OR REPLACE TABLE")

@@ -154,3 +154,21 @@ def test_a_large_table_keeps_file_statistics_of_the_columns_its_queries_filter_o
              for action in map(json.loads, commit.read_text().splitlines()) if "add" in action]
     assert stats and sum(s["numRecords"] for s in stats) == 3  # row counts are kept whatever the columns
     assert all(set(s["nullCount"]) == set(STATS_COLUMNS[table]) for s in stats)
+
+
+def test_a_commit_tells_how_many_rows_it_wrote(spark, config) -> None:
+    from pyspark.sql import functions as F
+
+    table = C.GOLD_USER_ITEM_AFFINITY  # deletion vectors on: a replace marks rows, as an incremental aggregate's does
+
+    def rows(n: int, user: str):
+        return spark.range(n).select(*[F.lit(user).alias(f.name) if f.name == C.USER_KEY
+                                       else F.lit(None).cast(f.dataType).alias(f.name) for f in TABLE_SCHEMAS[table].fields])
+
+    created = io.table_version(spark, config.lake, table)
+    io.append(spark, config.lake, table, rows(3, "a").unionByName(rows(2, "b")))
+    io.replace_groups(spark, config.lake, table, rows(4, "b"), C.USER_KEY, ["b"])  # b's 2 rows become 4
+    assert io.commit_metric(spark, config.lake, table, created + 1, "numOutputRows") == 5
+    assert io.commit_metric(spark, config.lake, table, created + 2, "numOutputRows") == 4
+    assert io.commit_metric(spark, config.lake, table, created, "numOutputRows") is None  # CREATE TABLE wrote none
+    assert io.commit_metric(spark, config.lake, table, created + 3, "numOutputRows") is None  # not written yet
