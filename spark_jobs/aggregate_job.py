@@ -128,7 +128,7 @@ def aggregate(
                 # table: 2.3 s for 2,000 of 50,000 users); counted where that commit says nothing
                 rows = None
                 if n_dirty > io.FEW_USERS:
-                    rows = io.commit_metric(spark, lake, C.GOLD_USER_ITEM_AFFINITY, before + 1, "numOutputRows")
+                    rows = io.rows_added(spark, lake, C.GOLD_USER_ITEM_AFFINITY, before + 1)
                     rows = fresh.count() if rows is None else rows
                 io.replace_groups(spark, lake, C.GOLD_USER_TOPIC_AFFINITY,
                                   user_topic_affinity(fresh, topics, user_item_rows=rows),

@@ -292,18 +292,23 @@ def _commit_infos(spark: "SparkSession", path: str, depth: int, newest: int | No
         yield v, info.get() if info.isDefined() else None
 
 
-def commit_metric(spark: "SparkSession", lake: Lake, table: str, version: int, name: str) -> int | None:
-    """The ``operationMetrics`` entry ``name`` (``numOutputRows``: rows the commit wrote) of the
-    table's commit ``version``, read from its commit file in the JVM (no Spark job); None where
-    that commit is not there or has no such metric, or that internal API is not there."""
+def rows_added(spark: "SparkSession", lake: Lake, table: str, version: int) -> int | None:
+    """The rows the table's commit ``version`` added, from its commit file's ``operationMetrics``
+    in the JVM (no Spark job): its output rows less the ones it "copied" (Delta counts the rows
+    left in files whose deletion vectors the commit rewrote as output too, though it copies none
+    of them). None where that commit is not there or counts no output rows, or that internal API
+    is not there."""
     from py4j.protocol import Py4JError
 
     try:
         for found, info in _commit_infos(spark, ensure_table(spark, lake, table), 1, newest=version):
             if found != version or info is None or not info.operationMetrics().isDefined():
                 return None
-            value = info.operationMetrics().get().get(name)
-            return int(value.get()) if value.isDefined() else None
+            metrics = info.operationMetrics().get()
+            output, copied = metrics.get("numOutputRows"), metrics.get("numCopiedRows")
+            if not output.isDefined():
+                return None
+            return int(output.get()) - (int(copied.get()) if copied.isDefined() else 0)
     except (Py4JError, AttributeError, TypeError, ValueError):
         return None
     return None
