@@ -293,8 +293,9 @@ def _replace_batch_rows(
     """Replace ``table``'s rows of a batch with ``rows`` (one commit). A first try with no such
     rows (most batches quarantine nothing and repeat no event) writes no commit: no try before it
     can have left rows of its batch. A resumed batch always writes, replacing what its killed try
-    left. ``rows`` come from cached rows, so asking whether there are any costs little."""
-    if resumed or not rows.isEmpty():
+    left. ``rows`` come from cached rows, so counting them costs little; a count (not a ``limit``,
+    whose jobs grow from one partition) also fills that cache with every task at once."""
+    if resumed or rows.count() > 0:
         io.overwrite(spark, lake, table, rows, where_batch)
 
 
