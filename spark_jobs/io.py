@@ -575,6 +575,9 @@ WATERMARK_NOTE = "watermark"
 #: The key of a watermark note naming the users with events in the batches the run took
 #: (:func:`noted_new_event_users`): ``{"after_batch_seq": int, "users": [user_key, ...]}``.
 NEW_EVENT_USERS_NOTE = "new_event_users"
+#: The key of a watermark note giving a lower bound on the distinct users of ``silver.events``: their
+#: count by this run or an earlier one (:func:`noted_users`; users are only ever added).
+USERS_NOTE = "users"
 _WATERMARK_TIMES = (C.MAX_EVENT_TS, C.AS_OF, C.UPDATED_AT)  # the row's times, kept as ISO text in a note
 
 
@@ -589,6 +592,7 @@ def write_watermark(
     as_of: datetime | None = None,
     model_version: str | None = None,
     new_event_users: tuple[int, Sequence[str]] | None = None,
+    users: int | None = None,
 ) -> None:
     """Move ``pipeline``'s watermark (one MERGE on the pipeline name).
 
@@ -596,6 +600,8 @@ def write_watermark(
     with a new ``@champion`` but before this mark is re-run in full. ``new_event_users``:
     ``(after_batch_seq, user_keys)``, the users with events in the batches this run took (those
     after ``after_batch_seq``), named in the commit's note only (:func:`noted_new_event_users`).
+    ``users``: a count of the distinct users of ``silver.events``, by this run or an earlier
+    one, noted only (:func:`noted_users`).
     """
     from spark_jobs.schemas import OPS_WATERMARKS
 
@@ -603,8 +609,10 @@ def write_watermark(
            C.AS_OF: as_of, C.UPDATED_AT: updated_at, C.MODEL_VERSION: model_version}
     note: dict[str, object] = {WATERMARK_NOTE: _note_row(row)}
     if new_event_users is not None:
-        after, users = new_event_users
-        note[NEW_EVENT_USERS_NOTE] = {"after_batch_seq": int(after), "users": sorted(users)}
+        after, user_keys = new_event_users
+        note[NEW_EVENT_USERS_NOTE] = {"after_batch_seq": int(after), "users": sorted(user_keys)}
+    if users is not None:
+        note[USERS_NOTE] = int(users)
     merge_upsert(spark, lake, C.OPS_WATERMARKS, spark.createDataFrame([row], OPS_WATERMARKS), [C.PIPELINE],
                  local_source=True, commit_note=json.dumps(note))
 
@@ -636,16 +644,41 @@ def noted_watermark(
     from spark_jobs.schemas import OPS_WATERMARKS
 
     try:
-        path = ensure_table(spark, lake, C.OPS_WATERMARKS)
-        for _, note in _commit_notes(spark, path, depth, newest=version):
-            row = json.loads(note).get(WATERMARK_NOTE) if note else None
-            if not isinstance(row, dict):
-                return None
-            if row.get(C.PIPELINE) == pipeline:  # a column added since the note was written reads as null
-                return {k: _note_time(row.get(k)) if k in _WATERMARK_TIMES else row.get(k)
-                        for k in OPS_WATERMARKS.fieldNames()}
+        note = _watermark_note(spark, lake, pipeline, depth, version)
+        if note is None:
+            return None
+        row = note[WATERMARK_NOTE]  # a column added since the note was written reads as null
+        return {k: _note_time(row.get(k)) if k in _WATERMARK_TIMES else row.get(k) for k in OPS_WATERMARKS.fieldNames()}
     except (Py4JError, AttributeError, TypeError, ValueError):
         return None
+
+
+def noted_users(spark: "SparkSession", lake: Lake, pipeline: str, depth: int = 10) -> int | None:
+    """The count of distinct users of ``silver.events`` that ``pipeline``'s last run noted
+    (:func:`write_watermark`'s ``users``): a lower bound on them now. None where it noted none."""
+    from py4j.protocol import Py4JError
+
+    try:
+        note = _watermark_note(spark, lake, pipeline, depth, None)
+        users = None if note is None else note.get(USERS_NOTE)
+        return users if isinstance(users, int) else None
+    except (Py4JError, AttributeError, TypeError, ValueError):
+        return None
+
+
+def _watermark_note(
+    spark: "SparkSession", lake: Lake, pipeline: str, depth: int, version: int | None
+) -> dict[str, Any] | None:
+    """The note of the newest commit (up to ``version``) that wrote ``pipeline``'s watermark; None
+    when a commit without a watermark note comes first or none of the last ``depth`` wrote it."""
+    path = ensure_table(spark, lake, C.OPS_WATERMARKS)
+    for _, text in _commit_notes(spark, path, depth, newest=version):
+        note = json.loads(text) if text else None
+        row = note.get(WATERMARK_NOTE) if isinstance(note, dict) else None
+        if not isinstance(row, dict):
+            return None
+        if row.get(C.PIPELINE) == pipeline:
+            return note
     return None
 
 

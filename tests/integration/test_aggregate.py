@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from delta.tables import DeltaTable
@@ -136,3 +136,33 @@ def test_mostly_dirty_incremental_run_rewrites_whole_tables(spark, config):
     assert rounded([tuple(r) for r in stored.collect()], widx) == rounded(
         [tuple(r) for r in full_items.select(*stored.columns).collect()], widx
     )
+
+
+def test_incremental_run_counts_users_only_where_the_noted_count_leaves_the_choice_open(spark, config):
+    """A run notes the users it counted; a later incremental run that is far below
+    ``max_dirty_fraction`` of that lower bound does not count them again (its note carries the old
+    count), and one that the bound leaves open counts them."""
+    prepare(config.landing_dir, until=SECOND_DAY)
+    run_ingest(config, T2)
+    assert run_aggregate(config, T2)["mode"] == "full"
+    events = io.read_table(spark, config.lake, C.SILVER_EVENTS)
+    users_then = events.select(C.USER_KEY).distinct().count()
+    assert io.noted_users(spark, config.lake, C.PIPELINE_AGGREGATE) == users_then
+
+    prepare(config.landing_dir, day=THIRD_DAY)
+    run_ingest(config, T3)
+    users_now = io.read_table(spark, config.lake, C.SILVER_EVENTS).select(C.USER_KEY).distinct().count()
+    assert users_now > users_then  # the third day brings new users, so a count would show
+    result = run_aggregate(config, T3)
+    assert result["mode"] == "incremental"
+    assert result["dirty_users"] <= 0.5 * users_then
+    assert io.noted_users(spark, config.lake, C.PIPELINE_AGGREGATE) == users_then  # not counted again
+
+    # a fraction the bound cannot settle (any dirty user is more than 0 % of the users): they are
+    # counted, the run rewrites, and its note holds the count
+    t4 = T3 + timedelta(days=1)
+    prepare(config.landing_dir, day=THIRD_DAY + timedelta(days=1))
+    run_ingest(config, t4)
+    assert run_aggregate(config.with_overrides(max_dirty_fraction=0.0), t4)["mode"] == "full"
+    users_last = io.read_table(spark, config.lake, C.SILVER_EVENTS).select(C.USER_KEY).distinct().count()
+    assert io.noted_users(spark, config.lake, C.PIPELINE_AGGREGATE) == users_last

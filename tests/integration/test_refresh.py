@@ -271,13 +271,15 @@ def test_the_aggregate_watermark_is_read_from_its_commit_note_as_the_table_holds
     assert io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE) is None  # nothing written yet
     io.write_watermark(spark, lake, C.PIPELINE_AGGREGATE, last_batch_seq=3,
                        as_of=datetime(2024, 1, 2, 23, 59, 59, 999999, tzinfo=timezone.utc),
-                       updated_at=datetime(2024, 1, 3, 1, tzinfo=timezone(timedelta(hours=2))))
+                       updated_at=datetime(2024, 1, 3, 1, tzinfo=timezone(timedelta(hours=2))), users=1234)
     io.write_watermark(spark, lake, C.PIPELINE_INGEST, last_batch_seq=5,  # a later commit, of another pipeline
                        max_event_ts=datetime(2024, 1, 3, 8), updated_at=datetime(2024, 1, 3, 9, tzinfo=timezone.utc))
     table = io.read_watermarks(spark, lake)
     assert io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE) == table[C.PIPELINE_AGGREGATE]
     assert io.noted_watermark(spark, lake, C.PIPELINE_INGEST) == table[C.PIPELINE_INGEST]
     assert table[C.PIPELINE_AGGREGATE][C.UPDATED_AT] == datetime(2024, 1, 2, 23)  # naive UTC, as the table reads
+    assert (io.noted_users(spark, lake, C.PIPELINE_AGGREGATE), io.noted_users(spark, lake, C.PIPELINE_INGEST)) == (
+        1234, None)  # the count is in the aggregate's note only
 
     progress = refresh_job.read_progress(spark, lake)
     assert (progress.aggregated_batch_seq, progress.aggregated_as_of) == (
@@ -286,6 +288,7 @@ def test_the_aggregate_watermark_is_read_from_its_commit_note_as_the_table_holds
     spark.sql(f"UPDATE delta.`{lake.path(C.OPS_WATERMARKS)}` SET {C.LAST_BATCH_SEQ} = 4 "
               f"WHERE {C.PIPELINE} = '{C.PIPELINE_AGGREGATE}'")
     assert io.noted_watermark(spark, lake, C.PIPELINE_AGGREGATE) is None
+    assert io.noted_users(spark, lake, C.PIPELINE_AGGREGATE) is None
     assert refresh_job.read_progress(spark, lake, progress).aggregated_batch_seq == 4
 
 
