@@ -80,7 +80,7 @@ def aggregate(
         full = True
     params = dict(as_of=as_of, half_life_days=settings.half_life_days, weights=settings.event_weights)
 
-    dirty, with_new_events, n_users = None, [], None
+    dirty, with_new_events, n_users, counted_users = None, [], None, None
     if not full:
         dirty = dirty_users(
             events, after_batch_seq=int(wm[C.LAST_BATCH_SEQ]), previous_as_of=previous_as_of, as_of=as_of
@@ -94,7 +94,7 @@ def aggregate(
         # leaves the choice open.
         n_users = io.noted_users(spark, lake, C.PIPELINE_AGGREGATE)
         if n_users is None or n_dirty > settings.max_dirty_fraction * n_users:
-            n_users = events.select(C.USER_KEY).distinct().count()
+            n_users = counted_users = events.select(C.USER_KEY).distinct().count()
         if n_dirty > settings.max_dirty_fraction * n_users:
             # replacing most rows costs more than rewriting them all; the tables end up equal either way.
             log.info("aggregate: %d of %d users dirty (> %.0f%%): rewriting instead of merging",
@@ -115,7 +115,10 @@ def aggregate(
             commit_note=topics_note,
         )
         crash_point("after_user_topic")
-        n_dirty = n_users = events.select(C.USER_KEY).distinct().count()
+        # every user is dirty: counted here unless the choice to rewrite instead counted them
+        if counted_users is None:
+            counted_users = events.select(C.USER_KEY).distinct().count()
+        n_dirty = n_users = counted_users
     else:
         assert dirty is not None
         mode = "incremental" if n_dirty else "noop"

@@ -155,7 +155,7 @@ def test_incremental_run_counts_users_only_where_the_noted_count_leaves_the_choi
     assert users_now > users_then  # the third day brings new users, so a count would show
     result = run_aggregate(config, T3)
     assert result["mode"] == "incremental"
-    assert result["dirty_users"] <= 0.5 * users_then
+    assert result["dirty_users"] <= config.max_dirty_fraction * users_then
     assert io.noted_users(spark, config.lake, C.PIPELINE_AGGREGATE) == users_then  # not counted again
 
     # a fraction the bound cannot settle (any dirty user is more than 0 % of the users): they are
